@@ -1,0 +1,1 @@
+"""Thin service entry points (mapped to autellix.services in the wheel)."""

@@ -1,0 +1,2 @@
+"""Autellix: program-aware scheduling for LLM agents."""
+__version__ = "0.1.0"

@@ -1,0 +1,41 @@
+"""The `autellix` command: one typer app; each sub-command lives in `autellix.commands.<name>`.
+
+Command modules are imported when the app is built so a heavy dependency of one command (vLLM,
+matplotlib) never slows down the others: keep module-level imports in command modules light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="autellix",
+    help="Program-aware LLM serving for agents (PLAS/ATLAS over NATS + Postgres).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# Each module exposes `register(app: typer.Typer) -> None`.
+COMMAND_MODULES = ("db", "up", "demo", "sim", "bench")
+
+
+def build_app() -> typer.Typer:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"autellix.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"autellix.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(app)
+    return app
+
+
+def main() -> None:
+    build_app()()
+
+
+if __name__ == "__main__":
+    main()

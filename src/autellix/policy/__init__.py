@@ -1,0 +1,1 @@
+"""Pure scheduling policies (no I/O): shared by the live scheduler and the simulator."""

@@ -1,0 +1,1 @@
+"""Postgres schema (SQLAlchemy models) and the queries the services need."""

@@ -1,0 +1,1 @@
+"""Workload loaders (ShareGPT, BFCL, LATS, mixed) producing `ProgramSpec`s."""
