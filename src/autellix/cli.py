@@ -21,6 +21,14 @@ app = typer.Typer(
 COMMAND_MODULES = ("db", "up", "demo", "sim", "bench")
 
 
+@app.command()
+def version() -> None:
+    """Print the Autellix version."""
+    from autellix import __version__
+
+    typer.echo(__version__)
+
+
 def build_app() -> typer.Typer:
     for name in COMMAND_MODULES:
         try:
