@@ -21,6 +21,11 @@ app = typer.Typer(
 COMMAND_MODULES = ("db", "up", "demo", "sim", "bench")
 
 
+@app.callback()
+def _root() -> None:
+    """Program-aware LLM serving for agents (PLAS/ATLAS over NATS + Postgres)."""
+
+
 @app.command()
 def version() -> None:
     """Print the Autellix version."""
