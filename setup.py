@@ -10,6 +10,7 @@ services = ["autellix.services"] + [
     f"autellix.services.{name}" for name in find_packages("services")
 ]
 setup(
-    packages=find_packages("src") + services,
-    package_dir={"": "src", "autellix.services": "services"},
+    packages=[*find_packages("src"), *services, "autellix.migrations"],
+    package_dir={"": "src", "autellix.services": "services", "autellix.migrations": "migrations"},
+    package_data={"autellix.migrations": ["script.py.mako", "versions/*.py"]},
 )

@@ -1,0 +1,1 @@
+"""Alembic migrations (installed as `autellix.migrations`); run them with `autellix db upgrade`."""

@@ -1,0 +1,84 @@
+"""The one interface every engine backend implements.
+
+The engine service (not the backend) owns priorities, level queues, the admitted set and
+preemption: a backend only generates tokens for the requests it is handed. Preemption is
+"cancel the stream, later call `generate` again with a continuation" — the service builds the
+continuation (original prompt + tokens generated so far, remaining max_tokens), so every backend
+gets resume-by-recompute for free and vLLM turns it into a prefix-cache hit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class BackendError(Exception):
+    """A request the backend cannot serve; `code` is a protocol error code (e.g. prompt_too_long)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One (possibly resumed) generation. `request_id` is unique per attempt."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    priority: int = 0  # MLFQ level, lower runs first; a hint for the backend's own queue
+
+
+@dataclass(frozen=True, slots=True)
+class TokenChunk:
+    """New token ids since the previous chunk; the last chunk has `finish_reason` set."""
+
+    token_ids: list[int]
+    finish_reason: str | None = None  # "length" | "stop" | None while running
+    cached_prompt_tokens: int | None = None  # prefix-cache hits, reported once when known
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """Load figures a heartbeat carries (for the load balancer)."""
+
+    running: int
+    waiting: int
+    kv_cache_usage: float  # 0..1
+    prefix_cache_hit_rate: float | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Async token generator. Cancelling the iterator (task.cancel / aclose) must abort the request
+    in the underlying engine promptly and free its batch slot."""
+
+    name: str  # "sim" or "vllm"; shown in every reply and heartbeat
+    model: str
+    max_batch: int  # the most requests it runs at once (vLLM max_num_seqs)
+    max_model_len: int
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids for a text prompt; raise BackendError('no_tokenizer', ...) if it has none."""
+        ...
+
+    def detokenize(self, token_ids: list[int]) -> str | None:
+        """Text for token ids, or None when the backend has no tokenizer."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]: ...
+
+    def stats(self) -> BackendStats: ...

@@ -1,0 +1,413 @@
+"""Autellix wire protocol v1: every message on the bus, and every subject name, in one place.
+
+Why one module: the frontend, scheduler, engine, Python client, JSON Schema export and AsyncAPI
+document all derive from these classes, so they cannot drift. Messages are JSON (UTF-8) so any
+language can speak the protocol; the exported JSON Schemas live in `docs/schemas/`.
+
+Call flow (see docs/protocol.md):
+1. The caller subscribes to an inbox, then publishes a `CallRequest` to `Subjects.submit` with
+   the NATS reply subject set to that inbox.
+2. Everything about the call arrives on that inbox, in order: `CallAccepted` (or `CallError`),
+   zero or more `TokenDelta`, then exactly one `CallFinal` or `CallError`.
+   Deltas carry `offset` (index of their first token in the completion) so a caller can drop a
+   replayed delta after an engine restart: the stream is exactly-once *by offset*.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+PROTOCOL_VERSION = 1
+M = TypeVar("M", bound="BaseModel")
+MAX_PROMPT_CHARS = 1_000_000  # hard cap on text prompts; engines enforce model length themselves
+MAX_PROMPT_TOKENS = 262_144
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # reject anything larger before parsing
+_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+_NAMESPACE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+Id = Annotated[str, Field(pattern=_ID_RE, description="1-128 chars: letters, digits, _ . : -")]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- subjects
+
+
+class Subjects:
+    """Every NATS subject and JetStream stream name, derived from one namespace.
+
+    The namespace lets several deployments (or test runs) share one NATS server.
+    """
+
+    def __init__(self, namespace: str = "autellix") -> None:
+        if not _NAMESPACE_RE.match(namespace):
+            raise ValueError(f"invalid namespace {namespace!r}: letters, digits, _ and -")
+        self.namespace = namespace
+        root = f"{namespace}.v{PROTOCOL_VERSION}"
+        self.root = root
+        #: core request/reply: `CallRequest` in, stream of replies to the NATS reply subject
+        self.submit = f"{root}.call.submit"
+        #: core request/reply: `ProgramOpen` / `ProgramClose` → `ProgramReply`
+        self.program_open = f"{root}.program.open"
+        self.program_close = f"{root}.program.close"
+        #: JetStream (stream `calls_stream`): accepted calls waiting for a scheduler decision
+        self.sched_calls = f"{root}.sched.call"
+        #: JetStream (stream `dispatch_stream`): `Dispatch` for one engine and MLFQ level
+        self.dispatch_prefix = f"{root}.engine"
+        #: core: `EngineHeartbeat` from every engine
+        self.heartbeat = f"{root}.engine.heartbeat"
+        #: JetStream (stream `reports_stream`): `ServiceReport` from engines to schedulers
+        self.reports = f"{root}.report"
+        # stream names may not contain dots
+        self.calls_stream = f"{namespace}_calls"
+        self.dispatch_stream = f"{namespace}_dispatch"
+        self.reports_stream = f"{namespace}_reports"
+        #: durable consumer shared by all scheduler replicas (work-queue semantics)
+        self.scheduler_durable = "scheduler"
+
+    def dispatch(self, engine_id: str, level: int) -> str:
+        """Subject an engine consumes for calls of MLFQ `level` (0 = highest priority)."""
+        return f"{self.dispatch_prefix}.{engine_id}.q{level}"
+
+    def dispatch_all(self, engine_id: str) -> str:
+        return f"{self.dispatch_prefix}.{engine_id}.q*"
+
+    def dispatch_wildcard(self) -> str:
+        return f"{self.dispatch_prefix}.*.q*"
+
+    def control(self, engine_id: str) -> str:
+        """Core subject for `Control` messages (preempt, set_level, cancel) to one engine."""
+        return f"{self.dispatch_prefix}.{engine_id}.control"
+
+    def all_subjects(self) -> dict[str, str]:
+        """Documented subject table (used by docs generation and tests)."""
+        return {
+            "submit": self.submit,
+            "program_open": self.program_open,
+            "program_close": self.program_close,
+            "sched_calls": self.sched_calls,
+            "dispatch": self.dispatch("<engine_id>", 0).replace(".q0", ".q<level>"),
+            "control": self.control("<engine_id>"),
+            "heartbeat": self.heartbeat,
+            "reports": self.reports,
+        }
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class ChatMessage(_Msg):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str = Field(max_length=MAX_PROMPT_CHARS)
+    name: str | None = None
+
+
+class SamplingParams(_Msg):
+    """What vLLM's SamplingParams needs; validated here so engines never see nonsense."""
+
+    max_tokens: int = Field(default=256, ge=1, le=MAX_PROMPT_TOKENS)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list, max_length=16)
+    stop_token_ids: list[int] = Field(default_factory=list, max_length=64)
+    ignore_eos: bool = False
+
+
+class CallRequest(_Msg):
+    """One tagged LLM call. Exactly one of `prompt`, `messages`, `prompt_token_ids` is set."""
+
+    v: Literal[1] = Field(default=1, description="protocol version")
+    program_id: Id
+    thread_id: Id = "main"
+    parent_ids: list[Id] = Field(default_factory=list, max_length=1024)
+    client_call_id: Id | None = Field(
+        default=None, description="idempotency key: resubmitting it returns the same call"
+    )
+    model: str | None = None
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    messages: list[ChatMessage] | None = Field(default=None, max_length=4096)
+    prompt_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, max_length=MAX_PROMPT_TOKENS
+    )
+    sampling: SamplingParams = Field(default_factory=SamplingParams)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> CallRequest:
+        given = [
+            n for n in ("prompt", "messages", "prompt_token_ids") if getattr(self, n) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "exactly one of prompt, messages, prompt_token_ids must be set"
+                f" (got {given or 'none'})"
+            )
+        if self.messages is not None and not self.messages:
+            raise ValueError("messages must not be empty")
+        if self.prompt_token_ids is not None and not self.prompt_token_ids:
+            raise ValueError("prompt_token_ids must not be empty")
+        return self
+
+
+class ProgramOpen(_Msg):
+    v: Literal[1] = 1
+    program_id: Id | None = Field(default=None, description="omit to have one assigned")
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+
+class ProgramClose(_Msg):
+    v: Literal[1] = 1
+    program_id: Id
+
+
+class ProgramStats(_Msg):
+    calls: int
+    calls_finished: int
+    prompt_tokens: int
+    completion_tokens: int
+    service: float
+    waiting_s: float
+
+
+class ProgramReply(_Msg):
+    type: Literal["program"] = "program"
+    program_id: str
+    status: Literal["open", "closed", "expired"]
+    stats: ProgramStats | None = None
+
+
+# --------------------------------------------------------------------------- replies
+
+
+class ErrorCode(StrEnum):
+    invalid_json = "invalid_json"
+    validation_error = "validation_error"
+    unsupported_version = "unsupported_version"
+    message_too_large = "message_too_large"
+    prompt_too_long = "prompt_too_long"
+    program_closed = "program_closed"
+    no_tokenizer = "no_tokenizer"
+    no_engine = "no_engine"
+    engine_failed = "engine_failed"
+    cancelled = "cancelled"
+    timeout = "timeout"
+    internal = "internal"
+
+
+class CallAccepted(_Msg):
+    type: Literal["accepted"] = "accepted"
+    call_id: str
+    program_id: str
+    duplicate: bool = Field(default=False, description="true when client_call_id was seen before")
+
+
+class TokenDelta(_Msg):
+    type: Literal["delta"] = "delta"
+    call_id: str
+    offset: int = Field(ge=0, description="index of token_ids[0] within the completion")
+    token_ids: list[int]
+    text: str | None = None
+
+
+class Usage(_Msg):
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+class Timing(_Msg):
+    """Wall-clock timestamps (UTC) of the call's life, and derived durations in seconds."""
+
+    accepted_at: datetime
+    dispatched_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime
+    queue_s: float = Field(description="accepted → first started")
+    run_s: float = Field(description="time spent admitted in an engine batch")
+
+
+class EngineInfo(_Msg):
+    engine_id: str
+    backend: str = Field(description='"sim" (simulated) or "vllm" (real)')
+    model: str
+
+
+class CallFinal(_Msg):
+    type: Literal["final"] = "final"
+    call_id: str
+    program_id: str
+    finish_reason: Literal["length", "stop", "abort"]
+    token_ids: list[int] | None = Field(default=None, description="whole completion (optional)")
+    text: str | None = None
+    usage: Usage
+    timing: Timing
+    engine: EngineInfo
+    preemptions: int = 0
+    level: int = 0
+
+
+class CallError(_Msg):
+    type: Literal["error"] = "error"
+    call_id: str | None = None
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+    details: list[dict[str, Any]] | None = None
+
+
+CallReply = Annotated[
+    CallAccepted | TokenDelta | CallFinal | CallError | ProgramReply, Field(discriminator="type")
+]
+CALL_REPLY = TypeAdapter(CallReply)
+
+
+# --------------------------------------------------------------------------- internal
+
+
+class ScheduleCall(_Msg):
+    """Frontend → scheduler (JetStream): a call accepted and stored; Postgres has the payload."""
+
+    type: Literal["schedule"] = "schedule"
+    call_id: str
+    program_id: str
+    reply_to: str
+    attempt: int = 0
+    reason: str = "new"  # new | redispatch (engine lost) | resume
+
+
+class Dispatch(_Msg):
+    """Scheduler → engine (JetStream, subject per engine and level)."""
+
+    type: Literal["dispatch"] = "dispatch"
+    call_id: str
+    program_id: str
+    thread_id: str
+    reply_to: str
+    level: int
+    priority: float = Field(description="program service at dispatch (lower runs first)")
+    attempt: int = 0
+    request: CallRequest
+    resume_token_ids: list[int] = Field(
+        default_factory=list, description="tokens already streamed (continuation after a restart)"
+    )
+    accepted_at: datetime
+    trace: dict[str, str] = Field(default_factory=dict)
+
+
+class Control(_Msg):
+    """Scheduler → engine control (idempotent): preempt a call, move it to a level, cancel it."""
+
+    type: Literal["control"] = "control"
+    action: Literal["preempt", "set_level", "cancel"]
+    call_id: str
+    level: int | None = None
+    reason: str = ""
+    seq: int = 0
+
+
+class EngineHeartbeat(_Msg):
+    type: Literal["heartbeat"] = "heartbeat"
+    engine_id: str
+    backend: str
+    model: str
+    max_batch: int
+    running: int
+    waiting: int
+    kv_cache_usage: float = 0.0
+    queue_depths: list[int] = Field(default_factory=list)
+    at: datetime
+
+
+class CallProgress(_Msg):
+    call_id: str
+    program_id: str
+    thread_id: str
+    tokens: int = Field(description="completion tokens generated so far")
+    running: bool
+
+
+class ServiceReport(_Msg):
+    """Engine → schedulers: progress of running calls (bounded rate) for service accounting."""
+
+    type: Literal["report"] = "report"
+    engine_id: str
+    at: datetime
+    calls: list[CallProgress]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_call_request(data: bytes) -> CallRequest | CallError:
+    """Decode and validate raw bytes from the bus. Never raises: bad input → a typed error."""
+    import json
+
+    if len(data) > MAX_MESSAGE_BYTES:
+        return CallError(
+            code=ErrorCode.message_too_large,
+            message=f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}",
+        )
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return CallError(code=ErrorCode.invalid_json, message=f"request is not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return CallError(code=ErrorCode.validation_error, message="request must be a JSON object")
+    version = obj.get("v", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        return CallError(
+            code=ErrorCode.unsupported_version,
+            message=f"protocol version {version!r} is not supported; this server speaks v1",
+        )
+    return validate_model(CallRequest, obj)
+
+
+def validate_model(model: type[M], obj: Any) -> M | CallError:
+    """Validate `obj` against `model`, turning a pydantic error into a `CallError`."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        details = [
+            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        summary = "; ".join(f"{d['loc'] or '<root>'}: {d['msg']}" for d in details[:5])
+        return CallError(
+            code=ErrorCode.validation_error, message=f"invalid request: {summary}", details=details
+        )
+
+
+def encode(msg: BaseModel) -> bytes:
+    return msg.model_dump_json(exclude_none=True).encode()
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema for every public message, keyed by file stem (exported to docs/schemas/)."""
+    public: dict[str, type[BaseModel]] = {
+        "call_request": CallRequest,
+        "call_accepted": CallAccepted,
+        "token_delta": TokenDelta,
+        "call_final": CallFinal,
+        "call_error": CallError,
+        "program_open": ProgramOpen,
+        "program_close": ProgramClose,
+        "program_reply": ProgramReply,
+        "schedule_call": ScheduleCall,
+        "dispatch": Dispatch,
+        "control": Control,
+        "engine_heartbeat": EngineHeartbeat,
+        "service_report": ServiceReport,
+    }
+    out = {name: model.model_json_schema() for name, model in public.items()}
+    out["call_reply"] = CALL_REPLY.json_schema()
+    return out
