@@ -1,4 +1,4 @@
-"""Package layout: `src/autellix` is the shared package; `services/*` install as `autellix.services.*`.
+"""Package layout: `src/autellix` is the shared package; `services/*` ship as `autellix.services.*`.
 
 Metadata lives in pyproject.toml; this file only maps the services directory into the package so
 `pip install .` (and editable installs) ship the service entry points without a checkout.
