@@ -52,4 +52,6 @@ def test_schema_accepts_what_the_code_emits_and_rejects_bad_requests() -> None:
     err = json.loads(protocol.encode(protocol.CallError(code="timeout", message="x")))
     jsonschema.validate(err, _schema("call_reply"))
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"type": "error", "code": "nope", "message": "x"}, _schema("call_error"))
+        jsonschema.validate(
+            {"type": "error", "code": "nope", "message": "x"}, _schema("call_error")
+        )

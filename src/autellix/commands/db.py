@@ -20,7 +20,9 @@ DatabaseUrl = typer.Option(
 def _require(url: str | None) -> str:
     url = url or os.environ.get("AUTELLIX_DATABASE_URL")
     if not url:
-        typer.echo("error: no database URL; pass --database-url or set AUTELLIX_DATABASE_URL", err=True)
+        typer.echo(
+            "error: no database URL; pass --database-url or set AUTELLIX_DATABASE_URL", err=True
+        )
         raise typer.Exit(2)
     return url
 

@@ -1,0 +1,165 @@
+"""Generate `docs/asyncapi.yaml` (AsyncAPI 3.0) from the protocol models and `Subjects`.
+
+Why generated: the document other languages build against must say exactly what the code sends.
+`tests/test_asyncapi.py` regenerates it and fails on any difference with the committed file.
+Run `python -m autellix.asyncapi docs/asyncapi.yaml` after changing `autellix.protocol`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from autellix import protocol
+from autellix.protocol import PROTOCOL_VERSION, Subjects
+
+REF = "#/components/schemas/{model}"
+
+
+def _messages() -> dict[str, type[BaseModel]]:
+    return {
+        "CallRequest": protocol.CallRequest,
+        "CallAccepted": protocol.CallAccepted,
+        "TokenDelta": protocol.TokenDelta,
+        "CallFinal": protocol.CallFinal,
+        "CallError": protocol.CallError,
+        "ProgramOpen": protocol.ProgramOpen,
+        "ProgramClose": protocol.ProgramClose,
+        "ProgramReply": protocol.ProgramReply,
+        "ScheduleCall": protocol.ScheduleCall,
+        "Dispatch": protocol.Dispatch,
+        "Control": protocol.Control,
+        "EngineHeartbeat": protocol.EngineHeartbeat,
+        "ServiceReport": protocol.ServiceReport,
+    }
+
+
+def build(namespace: str = "autellix") -> dict[str, Any]:
+    s = Subjects(namespace)
+    models = _messages()
+    _, defs = models_json_schema([(m, "serialization") for m in models.values()], ref_template=REF)
+    schemas = defs.get("$defs", {})
+
+    def msg(name: str, summary: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "title": name,
+            "summary": summary,
+            "contentType": "application/json",
+            "payload": {"$ref": REF.format(model=name)},
+        }
+
+    messages = {
+        "CallRequest": msg("CallRequest", "One tagged LLM call: program, thread, parents, prompt."),
+        "CallAccepted": msg("CallAccepted", "The call is stored and queued; it will be answered."),
+        "TokenDelta": msg("TokenDelta", "New completion tokens; `offset` de-duplicates replays."),
+        "CallFinal": msg("CallFinal", "Terminal: usage, timing and the engine that served it."),
+        "CallError": msg("CallError", "Terminal: a typed error."),
+        "ProgramOpen": msg("ProgramOpen", "Open a program (session)."),
+        "ProgramClose": msg("ProgramClose", "Close a program; returns final statistics."),
+        "ProgramReply": msg("ProgramReply", "Program state and statistics."),
+        "ScheduleCall": msg("ScheduleCall", "Internal: frontend → schedulers (JetStream)."),
+        "Dispatch": msg("Dispatch", "Internal: scheduler → one engine at one MLFQ level."),
+        "Control": msg("Control", "Internal: preempt / set_level / cancel (idempotent)."),
+        "EngineHeartbeat": msg("EngineHeartbeat", "Internal: engine liveness and load."),
+        "ServiceReport": msg("ServiceReport", "Internal: per-call progress (service accounting)."),
+    }
+
+    def refs(*names: str) -> dict[str, Any]:
+        return {n: {"$ref": f"#/components/messages/{n}"} for n in names}
+
+    engine_param = {"engineId": {"description": "engine id (from its heartbeat)"}}
+    level_param = {"level": {"description": "MLFQ level, 0 = highest priority"}}
+    channels: dict[str, Any] = {
+        "submit": {
+            "address": s.submit,
+            "description": "Submit a call. Set the NATS reply subject to your inbox: it receives "
+            "CallAccepted or CallError, then TokenDelta*, then CallFinal or CallError.",
+            "messages": refs("CallRequest"),
+        },
+        "callReplies": {
+            "address": None,
+            "description": "The caller's inbox (the reply subject of the submit request).",
+            "messages": refs("CallAccepted", "TokenDelta", "CallFinal", "CallError"),
+        },
+        "programOpen": {"address": s.program_open, "messages": refs("ProgramOpen")},
+        "programClose": {"address": s.program_close, "messages": refs("ProgramClose")},
+        "programReplies": {"address": None, "messages": refs("ProgramReply", "CallError")},
+        "schedCalls": {
+            "address": s.sched_calls,
+            "description": f"JetStream stream `{s.calls_stream}`; durable consumer "
+            f"`{s.scheduler_durable}` shared by all scheduler replicas.",
+            "messages": refs("ScheduleCall"),
+        },
+        "dispatch": {
+            "address": f"{s.dispatch_prefix}.{{engineId}}.q{{level}}",
+            "description": f"JetStream stream `{s.dispatch_stream}`.",
+            "parameters": engine_param | level_param,
+            "messages": refs("Dispatch"),
+        },
+        "control": {
+            "address": f"{s.dispatch_prefix}.{{engineId}}.control",
+            "parameters": engine_param,
+            "messages": refs("Control"),
+        },
+        "heartbeat": {"address": s.heartbeat, "messages": refs("EngineHeartbeat")},
+        "reports": {
+            "address": s.reports,
+            "description": f"JetStream stream `{s.reports_stream}`.",
+            "messages": refs("ServiceReport"),
+        },
+    }
+
+    def op(action: str, channel: str, summary: str, reply: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "summary": summary,
+        }
+        if reply:
+            out["reply"] = {
+                "address": {"location": "$message.header#/reply_to"},
+                "channel": {"$ref": f"#/channels/{reply}"},
+            }
+        return out
+
+    operations = {
+        "submitCall": op("send", "submit", "Clients submit a call", reply="callReplies"),
+        "openProgram": op("send", "programOpen", "Open a program", reply="programReplies"),
+        "closeProgram": op("send", "programClose", "Close a program", reply="programReplies"),
+        "scheduleCall": op("send", "schedCalls", "Frontend enqueues an accepted call"),
+        "dispatchCall": op("send", "dispatch", "Scheduler dispatches to an engine level"),
+        "controlEngine": op("send", "control", "Scheduler preempts / re-levels a call"),
+        "engineHeartbeat": op("send", "heartbeat", "Engines announce liveness and load"),
+        "serviceReport": op("send", "reports", "Engines report progress of running calls"),
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Autellix",
+            "version": f"{PROTOCOL_VERSION}.0.0",
+            "description": "Program-aware LLM serving over NATS. Every payload is UTF-8 JSON. "
+            f"Subjects shown for the default namespace `{namespace}`; see docs/protocol.md.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {"local": {"host": "localhost:4222", "protocol": "nats", "description": "NATS"}},
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": schemas},
+    }
+
+
+def render(namespace: str = "autellix") -> str:
+    header = "# GENERATED by `python -m autellix.asyncapi docs/asyncapi.yaml`; do not edit.\n"
+    return header + yaml.safe_dump(build(namespace), sort_keys=False, width=100)
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/asyncapi.yaml")
+    target.write_text(render())
+    print(target)
