@@ -12,5 +12,4 @@ services = ["autellix.services"] + [
 setup(
     packages=[*find_packages("src"), *services, "autellix.migrations"],
     package_dir={"": "src", "autellix.services": "services", "autellix.migrations": "migrations"},
-    package_data={"autellix.migrations": ["script.py.mako", "versions/*.py"]},
 )

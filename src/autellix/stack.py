@@ -194,7 +194,8 @@ class Stack:
         if self.group is None:
             return
         for event in self.group.unexpected_exits:
-            raise StackError(f"service died during start-up: {event.describe()}")
+            tail = self.group[event.name].tail(15) if event.name in self.group else ""
+            raise StackError(f"service died during start-up: {event.describe()}\n{tail}")
 
     # ------------------------------------------------------------------ presentation
 
