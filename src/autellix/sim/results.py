@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autellix.sim.trace import CallRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +46,5 @@ class SimRun:
     cache_hit_rate: float  # cached prompt tokens / prompt tokens
     stats: dict[str, float] = field(default_factory=dict)
     simulated: bool = True
+    # per-call records, only when simulate(..., record_calls=True) asked for them
+    call_records: list[CallRecord] | None = None
