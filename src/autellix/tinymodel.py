@@ -1,0 +1,171 @@
+"""Dummy-weight Llama model directories for running the real vLLM engine without downloads.
+
+Why: this machine (and CI) cannot fetch weights, but vLLM's speed depends only on a model's
+*shape*, not its weights. A `config.json` in a directory plus `load_format="dummy"` gives a real
+engine with real timing: a tiny shape for fast tests, a "bench" shape whose batch step takes tens
+of milliseconds on this 2-core CPU (so scheduling decisions matter at a visible scale), and the
+real Llama-3.1-8B shape for GPU runs. There is no tokenizer: use token-id prompts and
+`skip_tokenizer_init=True`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaShape:
+    """The fields of a Llama config that decide compute and KV-cache size."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    torch_dtype: str = "bfloat16"
+    rope_theta: float = 500000.0
+    llama3_rope: bool = False  # Llama-3.1 long-context rope scaling
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def dtype_bytes(self) -> int:
+        return 4 if self.torch_dtype == "float32" else 2
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of KV cache one token occupies (K and V, every layer, in the model's dtype)."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * self.dtype_bytes
+
+
+PRESETS: dict[str, LlamaShape] = {
+    # Fast enough for unit tests: engine start-up is dominated by vLLM itself; a decode step is
+    # ~5 ms alone. CPU presets are float32: this CPU has AVX2 but no AVX512-BF16, and vLLM's bf16
+    # path measured 2-5x slower here (prefill of 1,024 tokens: 0.6 s bf16 vs 0.11 s fp32).
+    "tiny": LlamaShape(
+        hidden_size=256,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=768,
+        vocab_size=4096,
+        max_position_embeddings=4096,
+        torch_dtype="float32",
+    ),
+    # Sized by measurement (bench/vllm_probe.py, float32 on the 2-core AVX2 CPU, vLLM's worker on
+    # one core): a decode step takes ~11 ms alone, ~23 ms at batch 16, ~36 ms at batch 32, and a
+    # 1,024-token prefill ~0.5 s. Scheduling effects show within minutes at this scale.
+    "bench": LlamaShape(
+        hidden_size=512,
+        num_layers=4,
+        num_heads=8,
+        num_kv_heads=2,
+        intermediate_size=1536,
+        vocab_size=8192,
+        max_position_embeddings=8192,
+        torch_dtype="float32",
+    ),
+    # The real Llama-3.1-8B shape (as published in its config.json), for GPU runs on dummy weights.
+    "llama-8b": LlamaShape(
+        hidden_size=4096,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        intermediate_size=14336,
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        llama3_rope=True,
+    ),
+}
+
+
+def llama_config(shape: LlamaShape) -> dict[str, Any]:
+    """A Hugging Face `config.json` for `LlamaForCausalLM` with this shape."""
+    config: dict[str, Any] = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": shape.hidden_size,
+        "intermediate_size": shape.intermediate_size,
+        "num_hidden_layers": shape.num_layers,
+        "num_attention_heads": shape.num_heads,
+        "num_key_value_heads": shape.num_kv_heads,
+        "head_dim": shape.head_dim,
+        "vocab_size": shape.vocab_size,
+        "max_position_embeddings": shape.max_position_embeddings,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "rope_theta": shape.rope_theta,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+        "torch_dtype": shape.torch_dtype,  # transformers < 5 reads this key
+        "dtype": shape.torch_dtype,  # transformers >= 5 reads this one
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "initializer_range": 0.02,
+        "use_cache": True,
+    }
+    if shape.llama3_rope:
+        config["rope_scaling"] = {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        }
+        config["bos_token_id"] = 128000
+        config["eos_token_id"] = [128001, 128008, 128009]
+    return config
+
+
+def make_tiny_llama(
+    directory: str | Path,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    intermediate_size: int,
+    vocab_size: int,
+    max_position_embeddings: int,
+    torch_dtype: str = "float32",
+) -> Path:
+    """Write a `config.json` for a dummy-weight Llama into `directory` and return its path.
+
+    Load it with `AsyncEngineArgs(model=str(path), load_format="dummy", skip_tokenizer_init=True)`.
+    """
+    shape = LlamaShape(
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        vocab_size=vocab_size,
+        max_position_embeddings=max_position_embeddings,
+        torch_dtype=torch_dtype,
+    )
+    return write_model_dir(directory, shape)
+
+
+def write_model_dir(directory: str | Path, shape: LlamaShape) -> Path:
+    """Write `config.json` (and a small provenance file) for `shape`; idempotent."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(llama_config(shape), indent=2) + "\n")
+    (path / "autellix_shape.json").write_text(json.dumps(asdict(shape), indent=2) + "\n")
+    return path
+
+
+def make_preset(directory: str | Path, preset: str) -> Path:
+    """Write the named preset ("tiny", "bench", "llama-8b") into `directory`."""
+    try:
+        shape = PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}") from None
+    return write_model_dir(directory, shape)
