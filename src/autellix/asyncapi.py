@@ -97,7 +97,7 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
             "messages": refs("ScheduleCall"),
         },
         "dispatch": {
-            "address": f"{s.dispatch_prefix}.{{engineId}}.q{{level}}",
+            "address": f"{s.dispatch_prefix}.{{engineId}}.q.{{level}}",
             "description": f"JetStream stream `{s.dispatch_stream}`.",
             "parameters": engine_param | level_param,
             "messages": refs("Dispatch"),

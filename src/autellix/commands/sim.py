@@ -1,0 +1,223 @@
+"""`autellix sim`: sweep program arrival rates for several policies on a workload (SIMULATED).
+
+A contract other tools call: it writes DIR/results.json (`runs`, `sustainable`, ...), a PNG plot
+and a Markdown table, and prints the table. Heavy imports (numpy, matplotlib, the simulator) stay
+inside the command so `autellix --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DEFAULT_POLICIES = "fcfs-nocache,fcfs,mlfq,plas,atlas,srpt"
+
+
+def _floats(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    vals = [float(x) for x in text.split(",") if x.strip()]
+    if any(v <= 0 for v in vals):
+        raise typer.BadParameter("rates must be > 0")
+    return vals
+
+
+def _kv(items: list[str] | None) -> dict[str, Any]:
+    """KEY=VALUE pairs; values parsed as JSON when they are (numbers, true/false), else strings."""
+    out: dict[str, Any] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def _mix(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    return {k: float(v) for k, v in _kv(text.split(",")).items()}
+
+
+def sim(
+    workload: Annotated[
+        str, typer.Option(help="sharegpt, bfcl, lats or mixed (a blend of the three).")
+    ],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Data file (ShareGPT JSON, BFCL JSON Lines, or a tokenizer.json); format "
+            "detected; may repeat. Kinds without a file are generated (synthetic).",
+        ),
+    ] = None,
+    policies: Annotated[str, typer.Option(help="Comma-separated policies.")] = DEFAULT_POLICIES,
+    engines: Annotated[int, typer.Option(min=1, help="Number of simulated engines.")] = 1,
+    rates: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated program arrival rates (programs/s); default: sweep."),
+    ] = None,
+    programs: Annotated[int, typer.Option(min=1, help="Programs per run.")] = 500,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, sizes and arrivals.")] = 0,
+    profile: Annotated[str, typer.Option(help="Engine cost profile of the simulator.")] = (
+        "cpu-tiny"
+    ),
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("sim-results"),
+    balancer: Annotated[str, typer.Option(help="Load balancer across engines.")] = "locality",
+    arrival: Annotated[str, typer.Option(help="poisson or bursty (gamma gaps).")] = "poisson",
+    burst_cv: Annotated[
+        float, typer.Option(help="Coefficient of variation of bursty gaps (>1 is bursty).")
+    ] = 3.0,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="tokenizer.json for token counts (else ~4 chars/token).")
+    ] = None,
+    mix: Annotated[
+        str | None, typer.Option(help="mixed shares, e.g. sharegpt=1,bfcl=1,lats=1 (default).")
+    ] = None,
+    sample: Annotated[
+        str, typer.Option(help="reservoir (uniform, reads whole file) or head (first N).")
+    ] = "reservoir",
+    option: Annotated[
+        list[str] | None, typer.Option(help="Simulator option KEY=VALUE; may repeat.")
+    ] = None,
+    max_context: Annotated[
+        int, typer.Option(help="Context limit in tokens; a program ends at a longer call.")
+    ] = 8192,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    extend: Annotated[
+        bool, typer.Option(help="Add rates until every policy crosses L* at m=2..10.")
+    ] = True,
+) -> None:
+    """SIMULATED: latency per token vs program arrival rate for each policy on a workload."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from autellix.sim import list_policies, list_profiles, load_profile
+    from autellix.sim.metrics import at_load
+    from autellix.sim.report import BANNER, rich_tables, write_outputs
+    from autellix.sim.sweep import SweepConfig, run_sweep
+    from autellix.workloads import WORKLOADS, WorkloadOptions, load_workload
+    from autellix.workloads.arrivals import PROCESSES
+
+    console = Console()
+    if workload not in WORKLOADS:
+        raise typer.BadParameter(f"--workload must be one of {', '.join(WORKLOADS)}")
+    pols = [p.strip() for p in policies.split(",") if p.strip()]
+    known = list(list_policies())
+    bad = [p for p in pols if p not in known]
+    if bad:
+        raise typer.BadParameter(f"unknown policies {bad}; known: {', '.join(known)}")
+    if profile not in list(list_profiles()):
+        raise typer.BadParameter(f"unknown profile {profile!r}; known: {list(list_profiles())}")
+    if arrival not in PROCESSES:
+        raise typer.BadParameter(f"--arrival must be one of {', '.join(PROCESSES)}")
+    rate_list = _floats(rates)
+
+    console.print(f"[bold yellow]{BANNER}[/] run: discrete-event simulator, not real engines")
+    t0 = time.perf_counter()
+    sim_options = _kv(option)
+    # a call must fit the engine's KV cache or it could never run: cap the context there
+    prof = load_profile(profile)
+    kv = int(sim_options.get("kv_capacity_tokens", prof.kv_capacity_tokens))
+    opts = WorkloadOptions(max_context_tokens=min(max_context, kv))
+    try:
+        wl = load_workload(
+            workload,
+            programs,
+            seed,
+            data=list(data or []),
+            tokenizer=tokenizer,
+            options=opts,
+            mix=_mix(mix),
+            sample_method=sample,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    src = ", ".join(f"{k}: {v}" for k, v in wl.sources.items())
+    console.print(
+        f"workload {workload}: {len(wl.programs)} programs ({src})"
+        + (" — [bold]synthetic[/] kinds generated" if wl.synthetic else "")
+        + f"; loaded in {time.perf_counter() - t0:.1f}s"
+    )
+    cfg = SweepConfig(
+        workload=workload,
+        policies=pols,
+        engines=engines,
+        profile=profile,
+        balancer=balancer,
+        seed=seed,
+        arrival=arrival,
+        burst_cv=burst_cv,
+        sim_options=sim_options,
+        jobs=jobs,
+    )
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"{BANNER} runs", total=0)
+
+        def on_rates(batch: list[float]) -> None:
+            total = bar.tasks[0].total or 0
+            bar.update(task, total=total + len(batch) * len(pols))
+
+        def on_run(rec: dict[str, Any]) -> None:
+            bar.update(
+                task, advance=1, description=f"{BANNER} {rec['policy']} @ {rec['rate']:.3g}/s"
+            )
+
+        if rate_list is None:
+            bar.update(task, description=f"{BANNER} estimating capacity")
+        res = run_sweep(
+            wl.programs, cfg, rate_list, extend=extend, progress=on_run, on_rates=on_rates
+        )
+    payload: dict[str, Any] = {
+        "simulated": True,
+        "banner": f"{BANNER} results (discrete-event model, not measured on engines)",
+        "meta": {
+            "workload": workload,
+            "programs": len(wl.programs),
+            "engines": engines,
+            "profile": profile,
+            "balancer": balancer,
+            "seed": seed,
+            "arrival": arrival,
+            "burst_cv": burst_cv if arrival == "bursty" else None,
+            "policies": pols,
+            "sources": wl.sources,
+            "synthetic": wl.synthetic,
+            "tokens": wl.tokens,
+            "sim_options": cfg.sim_options,
+            "max_context_tokens": opts.max_context_tokens,
+            "capacity_model": "analytic: engines / mean work per program at a full batch",
+            "workload_stats": wl.stats(),
+            "extensions": res.extensions,
+            "wall_s": time.perf_counter() - t0,
+            "command": " ".join(sys.argv),
+        },
+        "capacity_programs_per_s": res.capacity,
+        "rates": res.rates,
+        "runs": res.runs,
+        "sustainable": res.sustainable,
+        "at_load": at_load(res.runs, res.capacity, 0.8),
+    }
+    paths = write_outputs(payload, out)
+    for t in rich_tables(payload):
+        console.print(t)
+    console.print(f"[bold yellow]{BANNER}[/]: wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `autellix sim` to the CLI."""
+    app.command("sim")(sim)
