@@ -73,14 +73,18 @@ class Subjects:
         self.scheduler_durable = "scheduler"
 
     def dispatch(self, engine_id: str, level: int) -> str:
-        """Subject an engine consumes for calls of MLFQ `level` (0 = highest priority)."""
-        return f"{self.dispatch_prefix}.{engine_id}.q{level}"
+        """Subject an engine consumes for calls of MLFQ `level` (0 = highest priority).
+
+        The level is its own token (`q.<level>`): NATS wildcards match whole tokens only, so
+        `q*` would be a literal, and `<engine_id>.*` would also match the control subject.
+        """
+        return f"{self.dispatch_prefix}.{engine_id}.q.{level}"
 
     def dispatch_all(self, engine_id: str) -> str:
-        return f"{self.dispatch_prefix}.{engine_id}.q*"
+        return f"{self.dispatch_prefix}.{engine_id}.q.*"
 
     def dispatch_wildcard(self) -> str:
-        return f"{self.dispatch_prefix}.*.q*"
+        return f"{self.dispatch_prefix}.*.q.*"
 
     def control(self, engine_id: str) -> str:
         """Core subject for `Control` messages (preempt, set_level, cancel) to one engine."""
@@ -93,7 +97,7 @@ class Subjects:
             "program_open": self.program_open,
             "program_close": self.program_close,
             "sched_calls": self.sched_calls,
-            "dispatch": self.dispatch("<engine_id>", 0).replace(".q0", ".q<level>"),
+            "dispatch": self.dispatch("<engine_id>", 0).replace(".q.0", ".q.<level>"),
             "control": self.control("<engine_id>"),
             "heartbeat": self.heartbeat,
             "reports": self.reports,
@@ -324,6 +328,10 @@ class EngineHeartbeat(_Msg):
     kv_cache_usage: float = 0.0
     queue_depths: list[int] = Field(default_factory=list)
     at: datetime
+    draining: bool = Field(
+        default=False, description="shutting down: finishing its calls, send it no new ones"
+    )
+    prefix_cache_hit_rate: float | None = None
 
 
 class CallProgress(_Msg):

@@ -1,0 +1,284 @@
+"""Engine service process: registration, heartbeats, the dispatch consumer, control, reports.
+
+Everything call-related is in `runner.py`; this module wires it to NATS and Postgres and owns
+the process lifecycle:
+
+* **Start**: register in `engines`, take back calls a previous incarnation with the same id left
+  active (they go back to `queued` and are re-dispatched), then consume this engine's dispatch
+  subjects (all levels) from JetStream through a durable pull consumer `engine-<id>`. A Dispatch
+  is acked as soon as it sits in the local queues: from then on Postgres (status dispatched,
+  engine_id = us) is the record, and the schedulers' reaper re-dispatches it if we die.
+* **Heartbeat** every `heartbeat_interval_s`: an `EngineHeartbeat` on NATS (schedulers keep live
+  engines in memory from these) and the `engines` row in Postgres (the reaper's clock).
+* **Progress** every `progress_interval_s`: tokens already streamed are saved, so a call that
+  moves to another engine resumes rather than restarts; calls we no longer own are dropped;
+  every `orphan_sweep_s`, calls Postgres says we own but we do not hold are handed back.
+* **Reports** every `report_interval_s` while calls run: a `ServiceReport` for the schedulers'
+  service accounting (issue 5).
+* **SIGTERM** (drain): heartbeat `draining=true` so no new calls come, hand waiting calls back at
+  once, give running calls `drain_timeout_s` to finish, hand back the rest with their progress,
+  hand back anything still dispatched to us in the stream, mark the engine down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from autellix.services.engine.backends import create_backend
+from autellix.services.engine.runner import EngineRunner, RunnerConfig
+from pydantic import ValidationError
+
+from autellix import bus
+from autellix.protocol import Control, Dispatch, EngineHeartbeat, ServiceReport, Subjects, encode
+from autellix.settings import Settings
+from autellix.store import queries as q
+from autellix.store.db import create_pool, synchronous_commit_for
+
+_ENGINE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+@dataclass
+class EngineOptions:
+    backend: str = "sim"
+    engine_id: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    heartbeat_interval_s: float = 1.0
+    progress_interval_s: float = 1.0
+    report_interval_s: float = 0.5
+    drain_timeout_s: float = 20.0
+    orphan_sweep_s: float = 30.0
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+    def resolved_id(self) -> str:
+        eid = self.engine_id or f"{self.backend}-{secrets.token_hex(3)}"
+        if not _ENGINE_ID_RE.match(eid):
+            raise ValueError(f"invalid engine id {eid!r}: use letters, digits, _ and -")
+        return eid
+
+
+class EngineService:
+    name = "engine"
+
+    def __init__(self, settings: Settings, options: EngineOptions, log: Any) -> None:
+        self.settings = settings
+        self.opts = options
+        self.engine_id = options.resolved_id()
+        self.subjects = Subjects(settings.namespace)
+        self.log = log.bind(engine_id=self.engine_id)
+        self.draining = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.nc: Any = None
+        self.js: Any = None
+        self.pool: Any = None
+        self.consumer: bus.PullConsumer | None = None
+        self.runner: EngineRunner | None = None
+        self.backend: Any = None
+
+    def ready_fields(self) -> dict[str, Any]:
+        return {
+            "engine_id": self.engine_id,
+            "backend": self.backend.name,
+            "model": self.backend.model,
+            "max_batch": self.backend.max_batch,
+        }
+
+    async def start(self) -> None:
+        self.backend = create_backend(self.opts.backend, **self.opts.backend_options)
+        await self.backend.start()
+        assert self.settings.nats_url and self.settings.database_url
+        self.nc = await bus.connect(
+            self.settings.nats_url, name=f"autellix-{self.engine_id}", log=self.log
+        )
+        self.js = self.nc.jetstream()
+        await bus.ensure_streams(self.js, self.subjects)
+        self.pool = await create_pool(
+            self.settings.database_url,
+            max_size=8,
+            application_name=f"autellix-{self.engine_id}",
+            synchronous_commit=synchronous_commit_for("engine"),
+        )
+        await q.register_engine(
+            self.pool,
+            engine_id=self.engine_id,
+            backend=self.backend.name,
+            model=self.backend.model,
+            max_batch=self.backend.max_batch,
+            meta={"max_model_len": self.backend.max_model_len},
+        )
+        leftovers = await q.requeue_engine_calls(
+            self.pool, [self.engine_id], actor=self.engine_id, reason="engine restarted"
+        )
+        if leftovers:
+            await bus.publish_schedule(self.js, self.subjects, leftovers, reason="redispatch")
+            self.log.info("handed back calls of a previous incarnation", calls=len(leftovers))
+        self.runner = EngineRunner(
+            backend=self.backend,
+            pool=self.pool,
+            nc=self.nc,
+            js=self.js,
+            subjects=self.subjects,
+            engine_id=self.engine_id,
+            log=self.log,
+            config=self.opts.runner,
+        )
+        durable = f"engine-{self.engine_id}"
+        await bus.ensure_consumer(
+            self.js,
+            self.subjects.dispatch_stream,
+            durable,
+            self.subjects.dispatch_all(self.engine_id),
+            inactive_threshold=3600.0,
+        )
+        self.consumer = bus.PullConsumer(self.nc, self.subjects.dispatch_stream, durable)
+        await self.consumer.start()
+        await self.nc.subscribe(self.subjects.control(self.engine_id), cb=self._on_control)
+        await self._heartbeat_once()
+        for coro in (
+            self._consume(),
+            self._heartbeat_loop(),
+            self._progress_loop(),
+            self._report_loop(),
+        ):
+            self._tasks.append(asyncio.create_task(coro))
+
+    # ------------------------------------------------------------------ loops
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None and self.runner is not None
+        async for msg in self.consumer.messages():
+            try:
+                dispatch = Dispatch.model_validate_json(msg.data)
+            except ValidationError as exc:
+                self.log.error("invalid dispatch message dropped", error=str(exc)[:500])
+                with contextlib.suppress(Exception):
+                    await msg.term()
+                continue
+            if not self.runner.offer(dispatch):
+                self.log.debug("duplicate or stale dispatch", call_id=dispatch.call_id)
+            with contextlib.suppress(Exception):
+                await msg.ack()
+
+    async def _on_control(self, msg: Any) -> None:
+        try:
+            ctl = Control.model_validate_json(msg.data)
+        except ValidationError as exc:
+            self.log.error("invalid control message dropped", error=str(exc)[:500])
+            return
+        assert self.runner is not None
+        self.log.info("control", action=ctl.action, call_id=ctl.call_id, level=ctl.level)
+        self.runner.control(ctl)
+
+    def heartbeat(self) -> EngineHeartbeat:
+        assert self.runner is not None
+        stats = self.backend.stats()
+        return EngineHeartbeat(
+            engine_id=self.engine_id,
+            backend=self.backend.name,
+            model=self.backend.model,
+            max_batch=self.backend.max_batch,
+            running=len(self.runner.running),
+            waiting=len(self.runner.queues),
+            kv_cache_usage=stats.kv_cache_usage,
+            queue_depths=self.runner.queues.depths(),
+            at=datetime.now(UTC),
+            draining=self.draining,
+            prefix_cache_hit_rate=stats.prefix_cache_hit_rate,
+        )
+
+    async def _heartbeat_once(self) -> None:
+        hb = self.heartbeat()
+        await self.nc.publish(self.subjects.heartbeat, encode(hb))
+        try:
+            await q.engine_heartbeat(
+                self.pool,
+                engine_id=self.engine_id,
+                running=hb.running,
+                waiting=hb.waiting,
+                kv_cache_usage=hb.kv_cache_usage,
+            )
+        except Exception as exc:
+            self.log.warning("heartbeat not written to Postgres", error=repr(exc))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.heartbeat_interval_s)
+            try:
+                await self._heartbeat_once()
+            except Exception as exc:
+                self.log.warning("heartbeat failed", error=repr(exc))
+
+    async def _progress_loop(self) -> None:
+        assert self.runner is not None
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(self.opts.progress_interval_s)
+            try:
+                await self.runner.save_progress_and_check()
+                if time.monotonic() - last_sweep >= self.opts.orphan_sweep_s:
+                    last_sweep = time.monotonic()
+                    await self.runner.sweep_orphans(self.opts.orphan_sweep_s)
+            except Exception as exc:
+                self.log.warning("progress save failed", error=repr(exc))
+
+    async def _report_loop(self) -> None:
+        assert self.runner is not None
+        if self.opts.report_interval_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.opts.report_interval_s)
+            progress = self.runner.progress()
+            if not progress:
+                continue
+            report = ServiceReport(engine_id=self.engine_id, at=datetime.now(UTC), calls=progress)
+            with contextlib.suppress(Exception):
+                await self.nc.publish(self.subjects.reports, encode(report))
+
+    # ------------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        assert self.runner is not None and self.consumer is not None
+        self.draining = True
+        with contextlib.suppress(Exception):
+            await self._heartbeat_once()  # tell schedulers now: no new calls for us
+        for t in self._tasks:
+            if t.get_coro().__name__ in ("_consume", "_report_loop", "_progress_loop"):
+                t.cancel()
+        await self.consumer.stop()
+        self.log.info(
+            "draining",
+            running=len(self.runner.running),
+            waiting=len(self.runner.queues),
+        )
+        await self.runner.drain(self.opts.drain_timeout_s)
+        # anything dispatched to us that we never pulled goes back to the schedulers too
+        left = await q.requeue_engine_calls(
+            self.pool, [self.engine_id], actor=self.engine_id, reason="engine stopped"
+        )
+        if left:
+            await bus.publish_schedule(self.js, self.subjects, left, reason="redispatch")
+        await q.set_engine_status(self.pool, self.engine_id, "down")
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.pool.close()
+        await self.backend.stop()
+        self.log.info(
+            "engine totals",
+            finished=self.runner.finished,
+            failed=self.runner.failed,
+            preemptions=self.runner.preemptions,
+            handed_back=len(left),
+        )
+
+
+async def build(settings: Settings, log: Any, options: EngineOptions) -> EngineService:
+    return EngineService(settings, options, log)

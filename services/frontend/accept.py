@@ -1,0 +1,217 @@
+"""Accepting calls and opening/closing programs: plain async functions, no NATS subscription.
+
+The NATS frontend (`app.py`) calls these, and so can an HTTP layer (issue 7): give it a
+`FrontendContext` and a reply subject (the inbox whose messages you relay to your client), and
+you get back what to answer first (`CallAccepted` or `CallError`) plus any stored replies to
+replay after it.
+
+Accepting a call (`accept_call`):
+1. one statement (one commit): program upsert (auto-created while unknown; a closed program
+   refuses with `program_closed`), call insert (idempotent on (program_id, client_call_id)),
+   thread upsert;
+2. answer `CallAccepted` (through the caller-supplied `send`);
+3. publish `ScheduleCall` to JetStream (`Nats-Msg-Id` = call id: a retried publish is stored
+   once), retried a few times. Answering first keeps the inbox order the protocol promises
+   (accepted before any delta); the call is already durable in Postgres at that point.
+
+If the publish still fails after the insert committed, the call is accepted anyway (it is
+durable in Postgres) and the schedulers' **reconciler** republishes every call left `queued`
+with no activity for `reconcile_after_s` (default 30 s): chosen over an outbox table because the
+calls table already *is* the outbox (status `queued`), so nothing new has to be written on the
+hot path.
+
+A duplicate `client_call_id` never runs twice: the existing call id comes back with
+`duplicate=true`. If that call is still in progress, its final answer is redirected to the new
+reply subject (the retrying client is the one listening now); if it already ended, its stored
+final (or error) is replayed to the new reply subject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from autellix import bus
+from autellix.protocol import (
+    CallAccepted,
+    CallError,
+    CallFinal,
+    CallRequest,
+    EngineInfo,
+    ErrorCode,
+    ProgramClose,
+    ProgramOpen,
+    ProgramReply,
+    ProgramStats,
+    ScheduleCall,
+    Subjects,
+    Timing,
+    Usage,
+    encode,
+)
+from autellix.service_runtime import CrashPoint
+from autellix.store import queries as q
+
+
+@dataclass
+class FrontendContext:
+    pool: Any
+    js: JetStreamContext
+    subjects: Subjects
+    log: Any
+    publish_attempts: int = 3
+    crash: CrashPoint = field(default_factory=CrashPoint)
+
+
+@dataclass
+class AcceptOutcome:
+    first: CallAccepted | CallError
+    replay: list[CallFinal | CallError] = field(default_factory=list)
+    published: bool = True
+
+
+Send = Callable[[CallAccepted | CallError | CallFinal], Awaitable[None]]
+
+
+async def accept_call(
+    ctx: FrontendContext,
+    request: CallRequest,
+    reply_to: str,
+    send: Send,
+    headers: dict[str, str] | None = None,
+) -> AcceptOutcome:
+    """Register the call, `send` the caller its first answer(s), then schedule it.
+
+    `send` delivers to the caller (NATS: publish to the reply subject; HTTP: the response
+    stream). `CallAccepted` is sent before anything can route replies to this caller (before
+    the ScheduleCall publish; for a duplicate, before its reply subject is redirected here), so
+    it always precedes the first delta on the caller's inbox. Measured: under load a delta did
+    overtake an accepted sent after the publish.
+    """
+    res = await q.accept_call(
+        ctx.pool,
+        call_id=q.new_call_id(),
+        program_id=request.program_id,
+        thread_id=request.thread_id,
+        client_call_id=request.client_call_id,
+        parent_ids=request.parent_ids,
+        reply_to=reply_to,
+        request_json=request.model_dump_json(exclude_none=True),
+    )
+    ctx.crash("after_insert")  # tests: die between the insert and everything else
+    if res.program_closed:
+        error = CallError(
+            code=ErrorCode.program_closed,
+            message=f"program {request.program_id} is closed; open a new program",
+        )
+        await send(error)
+        return AcceptOutcome(error)
+    accepted = CallAccepted(
+        call_id=res.call_id, program_id=request.program_id, duplicate=res.duplicate
+    )
+    await send(accepted)
+    outcome = AcceptOutcome(accepted)
+    if res.duplicate:
+        outcome.published = False
+        if res.status in q.TERMINAL or not await q.redirect_reply(ctx.pool, res.call_id, reply_to):
+            record = await q.call_record(ctx.pool, res.call_id)
+            if record is not None:
+                outcome.replay.append(stored_result(record))
+                await send(outcome.replay[-1])
+        return outcome
+    outcome.published = await _schedule(ctx, accepted, reply_to, headers)
+    return outcome
+
+
+async def _schedule(
+    ctx: FrontendContext, accepted: CallAccepted, reply_to: str, headers: dict[str, str] | None
+) -> bool:
+    schedule = ScheduleCall(
+        call_id=accepted.call_id, program_id=accepted.program_id, reply_to=reply_to
+    )
+    try:
+        await bus.publish_js(
+            ctx.js,
+            ctx.subjects.sched_calls,
+            encode(schedule),
+            bus.schedule_msg_id(accepted.call_id, 0),
+            headers=headers,
+            attempts=ctx.publish_attempts,
+        )
+    except Exception as exc:
+        ctx.log.warning(
+            "ScheduleCall publish failed; the reconciler will republish it",
+            call_id=accepted.call_id,
+            error=repr(exc),
+        )
+        return False
+    return True
+
+
+def stored_result(record: dict[str, Any]) -> CallFinal | CallError:
+    """The answer a terminal call already gave, rebuilt from its row (for duplicates)."""
+    if record["status"] != "finished":
+        code = record.get("error_code") or ErrorCode.internal.value
+        return CallError(
+            call_id=record["id"],
+            code=ErrorCode(code) if code in ErrorCode.__members__ else ErrorCode.internal,
+            message=record.get("error_message") or "call failed",
+        )
+    tokens = list(record.get("output_token_ids") or [])
+    return CallFinal(
+        call_id=record["id"],
+        program_id=record["program_id"],
+        finish_reason=record.get("finish_reason") or "length",
+        token_ids=tokens,
+        usage=Usage(
+            prompt_tokens=record.get("prompt_tokens") or 0,
+            completion_tokens=record.get("completion_tokens") or 0,
+            cached_tokens=record.get("cached_tokens") or 0,
+        ),
+        timing=Timing(
+            accepted_at=record["accepted_at"],
+            dispatched_at=record.get("dispatched_at"),
+            started_at=record.get("started_at"),
+            finished_at=record["finished_at"],
+            queue_s=record.get("queue_s") or 0.0,
+            run_s=record.get("run_s") or 0.0,
+        ),
+        engine=EngineInfo(
+            engine_id=record.get("engine_id") or "",
+            backend=record.get("engine_backend") or "",
+            model=record.get("engine_model") or "",
+        ),
+        preemptions=record.get("preemptions") or 0,
+        level=record.get("level") or 0,
+    )
+
+
+def _stats(row: q.ProgramRow) -> ProgramStats:
+    return ProgramStats(
+        calls=row.calls_total,
+        calls_finished=row.calls_finished,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        service=row.service,
+        waiting_s=row.waiting_s,
+    )
+
+
+async def open_program(ctx: FrontendContext, req: ProgramOpen) -> ProgramReply:
+    """Create (or look up) a program. Reopening a closed program is not possible: it stays
+    `closed` in the reply and its calls are refused."""
+    program_id = req.program_id or q.new_program_id()
+    row = await q.open_program(ctx.pool, program_id, dict(req.metadata))
+    return ProgramReply(program_id=row.id, status=row.status, stats=_stats(row))  # type: ignore[arg-type]
+
+
+async def close_program(ctx: FrontendContext, req: ProgramClose) -> ProgramReply | CallError:
+    row = await q.close_program(ctx.pool, req.program_id)
+    if row is None:
+        return CallError(
+            code=ErrorCode.validation_error, message=f"unknown program {req.program_id}"
+        )
+    return ProgramReply(program_id=row.id, status="closed", stats=_stats(row))

@@ -1,0 +1,199 @@
+"""Frontend service process: the NATS face of `accept.py`.
+
+Core NATS subscriptions in the queue group `frontend` (N replicas share the load, each request
+goes to one): `Subjects.submit` (CallRequest → CallAccepted | CallError on the request's reply
+subject) and `Subjects.program_open` / `program_close` (→ ProgramReply | CallError).
+
+Bad input never crashes anything: it is answered with a typed `CallError` (invalid_json,
+validation_error, unsupported_version, message_too_large, ...) and logged as one warning line.
+Each request is handled in its own task (at most `concurrency` at once) because nats-py runs a
+subscription's callbacks one after another.
+
+The engine streams deltas and the final straight to the caller's reply subject (stored with the
+call), so the frontend is not on the token path and a frontend restart never cuts a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any, TypeVar
+
+from autellix.services.frontend.accept import (
+    FrontendContext,
+    accept_call,
+    close_program,
+    open_program,
+)
+from pydantic import BaseModel
+
+from autellix import bus, telemetry
+from autellix.protocol import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    CallError,
+    ErrorCode,
+    ProgramClose,
+    ProgramOpen,
+    Subjects,
+    encode,
+    parse_call_request,
+    validate_model,
+)
+from autellix.settings import Settings
+from autellix.store.db import create_pool, synchronous_commit_for
+
+M = TypeVar("M", bound=BaseModel)
+QUEUE_GROUP = "frontend"
+
+
+def parse_message(model: type[M], data: bytes) -> M | CallError:
+    """`parse_call_request`'s checks for any request model (program open/close)."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return CallError(code=ErrorCode.message_too_large, message="message too large")
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return CallError(code=ErrorCode.invalid_json, message=f"request is not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return CallError(code=ErrorCode.validation_error, message="request must be a JSON object")
+    if obj.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+        return CallError(
+            code=ErrorCode.unsupported_version,
+            message=f"protocol version {obj.get('v')!r} is not supported; this server speaks v1",
+        )
+    return validate_model(model, obj)
+
+
+class FrontendService:
+    name = "frontend"
+
+    def __init__(self, settings: Settings, log: Any, concurrency: int = 256) -> None:
+        self.settings = settings
+        self.log = log
+        self.subjects = Subjects(settings.namespace)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._subs: list[Any] = []
+        self.nc: Any = None
+        self.ctx: FrontendContext | None = None
+        self.accepted = 0
+        self.rejected = 0
+
+    def ready_fields(self) -> dict[str, Any]:
+        return {"submit": self.subjects.submit}
+
+    async def start(self) -> None:
+        assert self.settings.nats_url and self.settings.database_url
+        self.nc = await bus.connect(self.settings.nats_url, name="autellix-frontend", log=self.log)
+        js = self.nc.jetstream()
+        await bus.ensure_streams(js, self.subjects)
+        pool = await create_pool(
+            self.settings.database_url,
+            max_size=16,
+            application_name="autellix-frontend",
+            synchronous_commit=synchronous_commit_for("frontend"),
+        )
+        self.ctx = FrontendContext(pool=pool, js=js, subjects=self.subjects, log=self.log)
+        for subject, handler in (
+            (self.subjects.submit, self._on_submit),
+            (self.subjects.program_open, self._on_open),
+            (self.subjects.program_close, self._on_close),
+        ):
+            self._subs.append(
+                await self.nc.subscribe(subject, queue=QUEUE_GROUP, cb=self._spawner(handler))
+            )
+
+    def _spawner(self, handler: Any) -> Any:
+        async def cb(msg: Any) -> None:
+            await self._sem.acquire()  # backpressure: the subscription's queue fills up
+            task = asyncio.create_task(self._guard(handler, msg))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+        return cb
+
+    async def _guard(self, handler: Any, msg: Any) -> None:
+        try:
+            await handler(msg)
+        except Exception as exc:
+            self.log.exception("request failed", subject=msg.subject, error=repr(exc))
+            if msg.reply:
+                err = CallError(
+                    code=ErrorCode.internal, message=f"frontend error: {exc!r}", retryable=True
+                )
+                with contextlib.suppress(Exception):
+                    await self.nc.publish(msg.reply, encode(err))
+        finally:
+            self._sem.release()
+
+    async def _reject(self, msg: Any, err: CallError, what: str) -> None:
+        self.rejected += 1
+        self.log.warning(
+            f"rejected {what}",
+            code=err.code.value,
+            detail=err.message[:300],
+            bytes=len(msg.data),
+            reply=msg.reply,
+        )
+        if msg.reply:
+            await self.nc.publish(msg.reply, encode(err))
+
+    async def _on_submit(self, msg: Any) -> None:
+        assert self.ctx is not None
+        if not msg.reply:
+            self.log.warning("call without a reply subject dropped", bytes=len(msg.data))
+            return
+        parsed = parse_call_request(msg.data)
+        if isinstance(parsed, CallError):
+            await self._reject(msg, parsed, "call request")
+            return
+        reply_to = msg.reply
+
+        async def send(reply: Any) -> None:
+            if isinstance(reply, CallError) and reply.call_id is None:
+                await self._reject(msg, reply, "call")
+            else:
+                await self.nc.publish(reply_to, encode(reply))
+
+        with telemetry.span("autellix.accept", msg.headers, program_id=parsed.program_id):
+            outcome = await accept_call(self.ctx, parsed, reply_to, send, telemetry.inject())
+        if not isinstance(outcome.first, CallError):
+            self.accepted += 1
+
+    async def _on_open(self, msg: Any) -> None:
+        assert self.ctx is not None
+        parsed = parse_message(ProgramOpen, msg.data)
+        if isinstance(parsed, CallError):
+            await self._reject(msg, parsed, "program open")
+            return
+        reply = await open_program(self.ctx, parsed)
+        if msg.reply:
+            await self.nc.publish(msg.reply, encode(reply))
+
+    async def _on_close(self, msg: Any) -> None:
+        assert self.ctx is not None
+        parsed = parse_message(ProgramClose, msg.data)
+        if isinstance(parsed, CallError):
+            await self._reject(msg, parsed, "program close")
+            return
+        reply = await close_program(self.ctx, parsed)
+        if msg.reply:
+            await self.nc.publish(msg.reply, encode(reply))
+
+    async def stop(self) -> None:
+        for sub in self._subs:  # stop taking requests; queue-group peers take over
+            with contextlib.suppress(Exception):
+                await sub.drain()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=15.0)
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        if self.ctx is not None:
+            await self.ctx.pool.close()
+        self.log.info("frontend totals", accepted=self.accepted, rejected=self.rejected)
+
+
+async def build(settings: Settings, log: Any, concurrency: int = 256) -> FrontendService:
+    return FrontendService(settings, log, concurrency)

@@ -1,0 +1,169 @@
+"""Scheduler service process: consume ScheduleCalls, dispatch, keep engines honest.
+
+Stateless by construction: the calls live in Postgres, the queue in JetStream (one durable pull
+consumer, `Subjects.scheduler_durable`, shared by all replicas: each message goes to one of
+them), and engine liveness in heartbeats every replica hears. Any number of replicas can run;
+any of them can be SIGKILLed (see `dispatcher.py` for why that loses nothing).
+
+Messages are handled concurrently (`concurrency` at a time) so Postgres round trips overlap;
+`--concurrency 1` gives strict arrival order per replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from autellix.services.scheduler.dispatcher import Dispatcher
+from autellix.services.scheduler.engines import EngineRegistry
+from autellix.services.scheduler.maintenance import Maintenance
+from pydantic import ValidationError
+
+from autellix import bus
+from autellix.protocol import EngineHeartbeat, Subjects
+from autellix.settings import Settings
+from autellix.store import queries as q
+from autellix.store.db import create_pool, synchronous_commit_for
+
+
+@dataclass
+class SchedulerOptions:
+    concurrency: int = 32
+    ack_wait_s: float = 10.0
+    no_engine_timeout_s: float = 60.0
+    retry_delay_s: float = 0.5
+    engine_live_s: float = 3.0
+    engine_stale_s: float = 5.0
+    maintenance_interval_s: float = 1.0
+    reconcile_after_s: float = 30.0
+    replica: str | None = None
+
+
+class SchedulerService:
+    name = "scheduler"
+
+    def __init__(self, settings: Settings, options: SchedulerOptions, log: Any) -> None:
+        self.settings = settings
+        self.opts = options
+        self.subjects = Subjects(settings.namespace)
+        self.actor = options.replica or f"scheduler-{socket.gethostname()}-{os.getpid()}"
+        self.log = log.bind(replica=self.actor)
+        self.registry = EngineRegistry(stale_after_s=options.engine_live_s)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._sem = asyncio.Semaphore(options.concurrency)
+        self.nc: Any = None
+        self.pool: Any = None
+        self.consumer: bus.PullConsumer | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    def ready_fields(self) -> dict[str, Any]:
+        return {"replica": self.actor, "engines": len(self.registry.live())}
+
+    async def start(self) -> None:
+        assert self.settings.nats_url and self.settings.database_url
+        self.nc = await bus.connect(
+            self.settings.nats_url, name=f"autellix-{self.actor}", log=self.log
+        )
+        js = self.nc.jetstream()
+        await bus.ensure_streams(js, self.subjects)
+        self.pool = await create_pool(
+            self.settings.database_url,
+            max_size=max(4, min(20, self.opts.concurrency)),
+            application_name=f"autellix-{self.actor}",
+            synchronous_commit=synchronous_commit_for("scheduler"),
+        )
+        await self.nc.subscribe(self.subjects.heartbeat, cb=self._on_heartbeat)
+        self.registry.seed(await q.live_engines(self.pool, stale_after_s=self.opts.engine_live_s))
+        self.dispatcher = Dispatcher(
+            pool=self.pool,
+            nc=self.nc,
+            js=js,
+            subjects=self.subjects,
+            registry=self.registry,
+            actor=self.actor,
+            log=self.log,
+            no_engine_timeout_s=self.opts.no_engine_timeout_s,
+            retry_delay_s=self.opts.retry_delay_s,
+        )
+        await bus.ensure_consumer(
+            js,
+            self.subjects.calls_stream,
+            self.subjects.scheduler_durable,
+            self.subjects.sched_calls,
+            ack_wait=self.opts.ack_wait_s,
+        )
+        self.consumer = bus.PullConsumer(
+            self.nc,
+            self.subjects.calls_stream,
+            self.subjects.scheduler_durable,
+            batch=max(1, self.opts.concurrency * 2),
+        )
+        await self.consumer.start()
+        maintenance = Maintenance(
+            pool=self.pool,
+            js=js,
+            subjects=self.subjects,
+            actor=self.actor,
+            log=self.log,
+            interval_s=self.opts.maintenance_interval_s,
+            engine_stale_s=self.opts.engine_stale_s,
+            reconcile_after_s=self.opts.reconcile_after_s,
+        )
+        self._tasks.append(asyncio.create_task(self._consume(), name="consume"))
+        self._tasks.append(asyncio.create_task(maintenance.run(), name="maintenance"))
+
+    async def _on_heartbeat(self, msg: Any) -> None:
+        try:
+            self.registry.on_heartbeat(EngineHeartbeat.model_validate_json(msg.data))
+        except ValidationError as exc:
+            self.log.warning("invalid heartbeat ignored", error=str(exc)[:300])
+
+    async def _consume(self) -> None:
+        assert self.consumer is not None
+        async for msg in self.consumer.messages():
+            await self._sem.acquire()
+            task = asyncio.create_task(self._handle(msg))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _handle(self, msg: Any) -> None:
+        assert self.dispatcher is not None
+        try:
+            await self.dispatcher.handle(msg)
+        except Exception as exc:
+            # leave it un-acked: JetStream redelivers it after ack_wait (Postgres/NATS hiccup)
+            self.log.exception("dispatch failed; message will be redelivered", error=repr(exc))
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+        finally:
+            self._sem.release()
+
+    async def stop(self) -> None:
+        assert self.consumer is not None
+        for t in self._tasks:
+            t.cancel()
+        left = await self.consumer.stop()
+        for msg in left:  # pulled but not started: give them back now, not after ack_wait
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=10.0)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+        await self.pool.close()
+        if self.dispatcher is not None:
+            self.log.info(
+                "scheduler totals",
+                dispatched=self.dispatcher.dispatched,
+                republished=self.dispatcher.republished,
+            )
+
+
+async def build(settings: Settings, log: Any, options: SchedulerOptions) -> SchedulerService:
+    return SchedulerService(settings, options, log)

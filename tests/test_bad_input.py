@@ -1,0 +1,214 @@
+"""Bad input through real processes: every malformed request gets a typed CallError and a log
+line, and the services keep serving. Also: services refuse an un-migrated database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+import pytest_asyncio
+from svc_stack import Stack, WireRecorder
+
+from autellix.protocol import (
+    CALL_REPLY,
+    MAX_PROMPT_TOKENS,
+    CallAccepted,
+    CallError,
+    CallFinal,
+    CallRequest,
+    ErrorCode,
+    SamplingParams,
+)
+from autellix.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def module_settings(nats_url: str, make_database, namespace: str) -> Settings:
+    return Settings(nats_url=nats_url, database_url=make_database(), namespace=f"{namespace}_bad")
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stack(
+    module_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    s = Stack(module_settings, tmp_path_factory.mktemp("bad-logs"))
+    s.start("frontend", "frontend")
+    s.start("scheduler", "scheduler")
+    s.start_engine("bad-e1", "--max-model-len", "512")
+    try:
+        await s.wait_ready()
+        yield s
+    finally:
+        await s.stop()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def wire(stack: Stack) -> AsyncIterator[WireRecorder]:
+    nc = await nats.connect(stack.settings.nats_url)
+    rec = await WireRecorder(nc, stack.subjects).start()
+    yield rec
+    await rec.stop()
+    await nc.close()
+
+
+GOOD = {"program_id": "bad-input-prog", "prompt": "hello", "sampling": {"max_tokens": 3}}
+
+CASES: list[tuple[str, bytes, ErrorCode, str]] = [
+    ("malformed json", b'{"program_id": "p", "prompt": ', ErrorCode.invalid_json, ""),
+    ("empty body", b"", ErrorCode.invalid_json, ""),
+    ("not utf-8", b"\xff\xfe\x00garbage", ErrorCode.invalid_json, ""),
+    ("json array", b"[1, 2, 3]", ErrorCode.validation_error, "JSON object"),
+    (
+        "missing program id",
+        json.dumps({"prompt": "hi"}).encode(),
+        ErrorCode.validation_error,
+        "program_id",
+    ),
+    (
+        "wrong types",
+        json.dumps(
+            {"program_id": 17, "prompt": ["a"], "sampling": {"max_tokens": "many"}}
+        ).encode(),
+        ErrorCode.validation_error,
+        "max_tokens",
+    ),
+    (
+        "negative max_tokens",
+        json.dumps({**GOOD, "sampling": {"max_tokens": -5}}).encode(),
+        ErrorCode.validation_error,
+        "max_tokens",
+    ),
+    (
+        "bad id characters",
+        json.dumps({**GOOD, "program_id": "has spaces/and slashes"}).encode(),
+        ErrorCode.validation_error,
+        "program_id",
+    ),
+    (
+        "no prompt",
+        json.dumps({"program_id": "p"}).encode(),
+        ErrorCode.validation_error,
+        "exactly one of",
+    ),
+    (
+        "two prompts",
+        json.dumps({**GOOD, "prompt_token_ids": [1, 2]}).encode(),
+        ErrorCode.validation_error,
+        "exactly one of",
+    ),
+    (
+        "unknown field",
+        json.dumps({**GOOD, "priority": 1}).encode(),
+        ErrorCode.validation_error,
+        "priority",
+    ),
+    (
+        "unknown schema version",
+        json.dumps({**GOOD, "v": 2}).encode(),
+        ErrorCode.unsupported_version,
+        "version",
+    ),
+    (
+        "oversized prompt",
+        json.dumps({"program_id": "p", "prompt_token_ids": [1] * (MAX_PROMPT_TOKENS + 1)}).encode(),
+        ErrorCode.validation_error,
+        "prompt_token_ids",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "payload", "code", "mentions"), CASES, ids=[c[0] for c in CASES])
+async def test_bad_request_gets_typed_error_and_service_keeps_serving(
+    stack: Stack, wire: WireRecorder, name: str, payload: bytes, code: ErrorCode, mentions: str
+) -> None:
+    bad = await wire.submit_raw(payload)
+    await asyncio.wait_for(bad.done.wait(), 15)
+    await asyncio.sleep(0.2)
+    assert len(bad.messages) == 1, bad.messages  # one answer, and not an acceptance
+    err = bad.messages[0]
+    assert isinstance(err, CallError) and err.code == code, err
+    assert mentions in err.message
+    # the frontend logged it, as one JSON line with the error code
+    log = stack.logs("frontend")
+    assert any(
+        '"event": "rejected call request"' in line and f'"code": "{code.value}"' in line
+        for line in log.splitlines()
+    ), log[-2000:]
+    # and still serves good calls
+    good = await wire.run(CallRequest.model_validate(GOOD), wait_s=30)
+    assert isinstance(good.messages[0], CallAccepted)
+    assert isinstance(good.terminal[0], CallFinal)
+    assert stack.group.running() == stack.group.names
+
+
+async def test_prompt_longer_than_the_engine_allows(stack: Stack, wire: WireRecorder) -> None:
+    req = CallRequest(
+        program_id="bad-input-prog",
+        prompt="far too long for a 512-token model " * 100,
+        sampling=SamplingParams(max_tokens=8),
+    )
+    call = await wire.run(req, wait_s=30)
+    assert isinstance(call.messages[0], CallAccepted)
+    (err,) = call.terminal
+    assert isinstance(err, CallError) and err.code == ErrorCode.prompt_too_long
+    assert err.call_id == call.call_id and "512" in err.message
+    assert "call failed" in stack.logs("bad-e1")
+
+
+async def test_call_without_reply_subject_is_logged_and_dropped(
+    stack: Stack, wire: WireRecorder
+) -> None:
+    await wire.nc.publish(stack.subjects.submit, json.dumps(GOOD).encode())  # no reply
+    await asyncio.sleep(0.5)
+    assert "call without a reply subject dropped" in stack.logs("frontend")
+    good = await wire.run(CallRequest.model_validate(GOOD), wait_s=30)
+    assert isinstance(good.terminal[0], CallFinal)
+
+
+async def test_bad_program_requests(stack: Stack, wire: WireRecorder) -> None:
+    nc = wire.nc
+    for subject, payload, code in (
+        (stack.subjects.program_open, b"nope", ErrorCode.invalid_json),
+        (stack.subjects.program_open, b'{"program_id": 3}', ErrorCode.validation_error),
+        (stack.subjects.program_close, b"{}", ErrorCode.validation_error),
+        (
+            stack.subjects.program_close,
+            b'{"program_id": "never-opened"}',
+            ErrorCode.validation_error,
+        ),
+        (stack.subjects.program_open, b'{"v": 9}', ErrorCode.unsupported_version),
+    ):
+        reply = CALL_REPLY.validate_json((await nc.request(subject, payload, timeout=10)).data)
+        assert isinstance(reply, CallError) and reply.code == code, (payload, reply)
+
+
+@pytest.mark.parametrize("service", ["frontend", "scheduler", "engine"])
+def test_services_refuse_an_unmigrated_database(
+    service: str, make_database, nats_url: str, namespace: str
+) -> None:
+    url = make_database(migrated=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            f"autellix.services.{service}",
+            "--nats-url",
+            nats_url,
+            "--database-url",
+            url,
+            "--namespace",
+            f"{namespace}_unmigrated",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc
+    assert "has no Autellix schema" in proc.stderr
+    assert "autellix db upgrade" in proc.stderr
+    assert '"event": "database not migrated"' in proc.stdout
