@@ -23,6 +23,8 @@ COPY migrations ./migrations
 RUN --mount=type=cache,target=/root/.cache/pip pip install --no-deps .
 RUN useradd --create-home autellix
 USER autellix
+# 8000: the frontend's OpenAI-compatible HTTP API; 9464: Prometheus metrics of any service
+EXPOSE 8000 9464
 CMD ["autellix", "--help"]
 
 FROM ${VLLM_IMAGE} AS engine-vllm

@@ -36,6 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     console = Console(width=140)
 
+    load0 = os.getloadavg()
     t0 = time.perf_counter()
     wl = load_workload(args.workload, args.programs, args.seed)
     load_s = time.perf_counter() - t0
@@ -64,7 +65,8 @@ def main() -> None:
     console.print(
         f"load {load_s:.1f}s, capacity estimate {cap_s:.1f}s ({cap:.3g} programs/s), "
         f"sweep {sweep_s:.1f}s wall / {cpu_s:.1f}s summed over runs on {args.jobs} worker(s): "
-        f"[bold]{verdict}[/] (< 120 s)"
+        f"[bold]{verdict}[/] (< 120 s); load average {load0[0]:.1f} -> {os.getloadavg()[0]:.1f} "
+        f"(other work shares the {os.cpu_count()} cores)"
     )
     out = {
         "simulated": True,
@@ -76,6 +78,8 @@ def main() -> None:
         "jobs": args.jobs,
         "cpus": os.cpu_count(),
         "machine": platform.platform(),
+        "load_average_start": list(load0),
+        "load_average_end": list(os.getloadavg()),
         "load_s": load_s,
         "capacity_programs_per_s": cap,
         "capacity_estimate_s": cap_s,

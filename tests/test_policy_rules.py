@@ -181,6 +181,16 @@ def test_preemption_cap_per_step() -> None:
     assert plan.admit == ["w1", "w2"] and sorted(plan.preempt) == ["r1", "r2"]
 
 
+def test_protected_runs_are_skipped_as_victims() -> None:
+    young = Candidate("young", (3, 1), True, protected=True)
+    cands = [young, _c("old", 2, 0, True), _c("w", 0, 0, False)]
+    plan = plan_batch(cands, max_seqs=2)
+    assert plan.preempt == ["old"] and plan.admit == ["w"]
+    # only protected calls rank below the waiting call: nothing is preempted
+    plan = plan_batch([young, _c("r", 0, 0, True), _c("w", 1, 0, False)], max_seqs=2)
+    assert plan.preempt == [] and plan.admit == []
+
+
 def test_no_useless_preemption_when_kv_cannot_fit() -> None:
     cands = [_c("r", 5, 0, True, kv=10), _c("w", 0, 0, False, kv=200)]
     plan = plan_batch(cands, max_seqs=4, kv_capacity=100, max_preemptions=4)

@@ -16,8 +16,10 @@ from autellix.sim.metrics import (
     outcome_metrics,
     run_record,
     sustainable,
+    sustainable_absolute,
 )
 from autellix.sim.results import ProgramOutcome, SimRun
+from autellix.workloads.types import CallSpec, ProgramSpec
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -114,6 +116,38 @@ def test_sustainable_levels_ratios_and_lower_bound() -> None:
     assert "atlas" not in s["policies"]["atlas"]["2"]["ratio_to"]
     assert "fcfs" in s["policies"]["atlas"]["2"]["ratio_to"]  # baselines only
     assert "atlas" not in s["policies"]["fcfs"]["2"]["ratio_to"]
+
+
+def test_sustainable_at_absolute_slos() -> None:
+    runs = [_rec("fcfs", 1, 0.1), _rec("fcfs", 2, 0.3), _rec("atlas", 1, 0.1),
+            _rec("atlas", 2, 0.15), _rec("atlas", 4, 0.25)]  # fmt: skip
+    s = sustainable_absolute(runs, slos=(0.2, 0.05))
+    assert s["slo_s_per_token"] == {"0.2": 0.2, "0.05": 0.05}
+    f, a = s["policies"]["fcfs"]["0.2"], s["policies"]["atlas"]["0.2"]
+    assert f["rate"] == pytest.approx(1.5) and a["rate"] == pytest.approx(3.0)
+    assert a["ratio_to"]["fcfs"]["ratio"] == pytest.approx(2.0)
+    assert s["policies"]["atlas"]["0.05"]["bound"] == "upper"  # over it even when idle
+
+
+def test_sweep_variants_run_under_their_label() -> None:
+    from autellix.sim.sweep import SweepConfig, run_sweep
+
+    progs = [
+        ProgramSpec(f"p{i}", "chat", 0.0, (CallSpec(0, 0, (), 50, 20 + 30 * (i % 3)),))
+        for i in range(12)
+    ]
+    cfg = SweepConfig(
+        workload="t",
+        policies=["plas", "plas-np"],
+        profile="cpu-tiny",
+        jobs=1,
+        variants={"plas-np": ("plas", {"preemptive": False, "max_num_seqs": 2})},
+    )
+    res = run_sweep(progs, cfg, rates=[0.5, 5.0], extend=False)
+    labels = {r["policy"] for r in res.runs}
+    assert labels == {"plas", "plas-np"}
+    assert all(r["preemptions"] == 0 for r in res.runs if r["policy"] == "plas-np")
+    assert set(res.sustainable["policies"]) == labels
 
 
 def test_ratio_bounds() -> None:

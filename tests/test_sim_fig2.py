@@ -50,7 +50,14 @@ def test_fcfs_waits_18() -> None:
 @pytest.mark.parametrize("policy", ["plas", "atlas"])
 def test_plas_waits_12(policy: str, mlfq: MLFQConfig) -> None:
     assert (
-        total_wait(policy, mlfq=mlfq, within_level="call", beta=None, max_preemptions_per_step=1000)
+        total_wait(
+            policy,
+            mlfq=mlfq,
+            within_level="call",
+            beta=None,
+            max_preemptions_per_step=1000,
+            min_run_tokens=0,
+        )
         == 12
     )
 
@@ -64,6 +71,7 @@ def test_fig2_finish_times_and_work() -> None:
         within_level="call",
         beta=None,
         max_preemptions_per_step=1000,
+        min_run_tokens=0,
     )
     finish = {p.program_id: p.finish_s for p in run.programs}
     # 26 unit steps on 2 slots; B's chain of 10 steps ends last, at 14
@@ -75,4 +83,23 @@ def test_fig2_finish_times_and_work() -> None:
 
 
 def test_srpt_oracle_beats_plas() -> None:
-    assert total_wait("srpt", max_preemptions_per_step=1000) < 12
+    assert total_wait("srpt", max_preemptions_per_step=1000, min_run_tokens=0) < 12
+
+
+def test_min_run_protects_young_runs() -> None:
+    """A run younger than `min_run_tokens` is no preemption victim: with calls of at most 4
+    steps and a protection of 16, PLAS cannot preempt at all and behaves like FCFS here."""
+    kw = {
+        "mlfq": MLFQConfig.continuous(),
+        "within_level": "call",
+        "beta": None,
+        "max_preemptions_per_step": 1000,
+    }
+    run = simulate(
+        fig2_programs(), policy="plas", profile=EngineProfile.unit(2), min_run_tokens=16, **kw
+    )
+    assert run.stats["priority_preemptions"] == 0
+    free = simulate(
+        fig2_programs(), policy="plas", profile=EngineProfile.unit(2), min_run_tokens=0, **kw
+    )
+    assert free.stats["priority_preemptions"] > 0

@@ -9,6 +9,7 @@ import pytest
 
 from autellix.policy import PreemptionCost, PreemptionMode
 from autellix.sim import EngineProfile, list_policies, list_profiles, load_profile, simulate
+from autellix.sim.cache import KVCache
 from autellix.sim.profile import fit_latency
 from autellix.workloads.types import CallSpec, ProgramSpec
 
@@ -44,7 +45,7 @@ def test_single_call_latency_matches_profile() -> None:
 
 def test_prefix_cache_reuse_and_nocache() -> None:
     prog = chat("a", [(300, 10), (50, 10), (50, 10)])
-    cached = simulate([prog], policy="fcfs", profile=PROF)
+    cached = simulate([prog], policy="fcfs", profile=PROF, block_size=1)
     plain = simulate([prog], policy="fcfs-nocache", profile=PROF)
     # second call reuses 310 tokens, third 370
     assert cached.programs[0].cached_prompt_tokens == 310 + 370
@@ -52,6 +53,9 @@ def test_prefix_cache_reuse_and_nocache() -> None:
     assert cached.programs[0].prompt_tokens == 300 + 360 + 420
     assert cached.programs[0].latency_s < plain.programs[0].latency_s
     assert cached.cache_hit_rate == pytest.approx(680 / 1080)
+    # vLLM matches whole blocks only: with 16-token blocks 310 -> 304 and 370 -> 368
+    blocks = simulate([prog], policy="fcfs", profile=PROF, block_size=16)
+    assert blocks.programs[0].cached_prompt_tokens == 304 + 368
 
 
 def test_lru_eviction_loses_the_prefix() -> None:
@@ -61,6 +65,36 @@ def test_lru_eviction_loses_the_prefix() -> None:
     run = simulate(progs, policy="fcfs", profile=small)
     assert run.stats["evicted_tokens"] > 0
     assert sum(p.cached_prompt_tokens for p in run.programs) < 2 * 605
+
+
+def test_eviction_trims_the_lru_entry_from_its_tail() -> None:
+    kv = KVCache(1000)
+    kv.put(1, 600)  # older
+    kv.put(2, 300)
+    kv.private = 250  # a running call needs room: 150 tokens must go
+    kv.evict()
+    assert kv.lookup(1) == 450 and kv.lookup(2) == 300 and kv.evicted == 150
+    kv.private = 900  # now the whole of entry 1 and part of entry 2
+    kv.evict()
+    assert kv.lookup(1) == 0 and kv.lookup(2) == 100 and kv.held() + kv.lru_sum == 1000
+
+
+def test_preempted_call_resumes_from_its_cached_kv() -> None:
+    """Abort + resume with prefix caching: a preempted call's KV stays cached (evictable), so
+    resuming soon recomputes at most a partial block, not its whole context."""
+    one = PROF.replace(max_num_seqs=1)
+    long = chat("long", [(2000, 300)])
+    short = chat("short", [(10, 5)], arrival=0.5)
+    run = simulate([long, short], policy="plas", profile=one, block_size=16, min_run_tokens=0)
+    assert run.stats["priority_preemptions"] == 1
+    assert 1 <= run.stats["recomputed_tokens"] <= 16
+    # a big intruder on a small KV evicts the tail of the preempted context (vLLM frees a
+    # request's blocks tail first): the resume recomputes that tail, and only that
+    big = chat("big", [(1500, 5)], arrival=0.5)
+    tight = one.replace(kv_capacity_tokens=3000)
+    run = simulate([long, big], policy="plas", profile=tight, block_size=16, min_run_tokens=0)
+    assert run.stats["priority_preemptions"] == 1
+    assert 400 < run.stats["recomputed_tokens"] < 1000
 
 
 def test_kv_pressure_preempts_and_conserves_work() -> None:

@@ -101,6 +101,7 @@ def _check(progs: list[ProgramSpec], run: SimRun) -> None:
     balancer=st.sampled_from(["round-robin", "least-loaded", "locality"]),
     swap=st.booleans(),
     cap=st.integers(1, 3),
+    min_run=st.sampled_from([0, 3, 16]),
 )
 def test_conserves_work_and_respects_parents(
     progs: list[ProgramSpec],
@@ -110,6 +111,7 @@ def test_conserves_work_and_respects_parents(
     balancer: str,
     swap: bool,
     cap: int,
+    min_run: int,
 ) -> None:
     mode = PreemptionMode.SWAP if swap else PreemptionMode.RECOMPUTE
     run = simulate(
@@ -121,6 +123,7 @@ def test_conserves_work_and_respects_parents(
         record_calls=True,
         preemption=PreemptionCost(mode=mode),
         max_preemptions_per_step=cap,
+        min_run_tokens=min_run,
         short_prompt_tokens=100,
     )
     _check(progs, run)
@@ -136,11 +139,14 @@ def test_deterministic(progs: list[ProgramSpec], profile: EngineProfile, policy:
 
 
 @SETTINGS
-@given(progs=programs(), profile=profiles)
-def test_jumps_match_single_steps(progs: list[ProgramSpec], profile: EngineProfile) -> None:
+@given(progs=programs(), profile=profiles, min_run=st.sampled_from([0, 3, 16]))
+def test_jumps_match_single_steps(
+    progs: list[ProgramSpec], profile: EngineProfile, min_run: int
+) -> None:
     """Jumping over many decode iterations gives the same schedule as stepping one at a time."""
-    a = simulate(progs, policy="atlas", profile=profile, beta=0.5)
-    b = simulate(progs, policy="atlas", profile=profile, beta=0.5, max_jump_steps=1)
+    kw = {"beta": 0.5, "min_run_tokens": min_run}
+    a = simulate(progs, policy="atlas", profile=profile, **kw)
+    b = simulate(progs, policy="atlas", profile=profile, max_jump_steps=1, **kw)
     for x, y in zip(a.programs, b.programs, strict=True):
         assert math.isclose(x.finish_s, y.finish_s, rel_tol=1e-9, abs_tol=1e-9)
         assert x.preemptions == y.preemptions

@@ -300,6 +300,42 @@ def test_tiny_llama_config(tmp_path: Path) -> None:
         make_preset(tmp_path / "x", "no-such")
 
 
+async def test_plain_vllm_baseline_client_replays_programs(backend: VllmBackend) -> None:
+    """The plain-vLLM baselines (`livebench.plain_vllm`) drive this backend with the very driver
+    the Autellix runs use: exact token counts, prefix reuse of a parent's context, and for
+    `vllm-priority` a priority that grows with the program's attained service."""
+    from autellix.driver import run_workload
+    from autellix.livebench.plain_vllm import (
+        PlainClient,
+        PlainStats,
+        VllmEngineSpec,
+        driver_vocab,
+        plain_record,
+    )
+    from autellix.workloads.types import CallSpec, ProgramSpec
+
+    def chat(pid: str, arrival: float, turns: int) -> ProgramSpec:
+        calls = [CallSpec(0, 0, (), 200, 12)]
+        for i in range(1, turns):
+            ctx = calls[-1].prompt_tokens + calls[-1].output_tokens
+            calls.append(CallSpec(i, 0, (i - 1,), ctx + 30, 12, prefix_tokens=ctx))
+        return ProgramSpec(pid, "sharegpt", arrival, tuple(calls))
+
+    programs = [chat("a", 0.0, 3), chat("b", 0.05, 2)]
+    stats = PlainStats(policy="vllm-priority")
+    client = PlainClient(backend, "vllm-priority", stats)
+    assert backend.vocab_size == 4096
+    with driver_vocab(backend.vocab_size) as extra:
+        runs, _ = await run_workload(client, programs, id_prefix="t-", **extra)  # type: ignore[arg-type]
+    assert [r.ok for r in runs] == [True, True], [r.errors for r in runs]
+    assert [r.output_tokens for r in runs] == [36, 24] and [r.calls for r in runs] == [3, 2]
+    assert stats.max_priority == 24  # a's third call: 2 finished calls x 12 tokens
+    assert stats.cached_tokens >= 2 * 128  # follow-ups re-send whole cached blocks
+    rec = plain_record(runs, stats, VllmEngineSpec(model="dummy:tiny"), workload="t", rate=1.0)
+    assert rec["simulated"] is False and rec["backend"] == "vllm" and rec["programs"] == 2
+    assert rec["avg_latency_per_token_s"] > 0 and rec["cache_hit_rate"] > 0
+
+
 async def test_engine_core_killed_mid_stream_fails_explicitly(backend: VllmBackend) -> None:
     """Last test (it kills the module's engine): a stream in flight when vLLM's engine-core
     process dies ends with BackendError('engine_failed') instead of hanging, and so do new calls."""
@@ -324,6 +360,7 @@ async def test_engine_core_killed_mid_stream_fails_explicitly(backend: VllmBacke
     with pytest.raises(BackendError) as err:
         await asyncio.wait_for(task, 30)
     assert err.value.code == "engine_failed"
+    assert backend.dead  # what makes the engine service hand calls back and exit non-zero
     with pytest.raises(BackendError) as err:
         await _collect(backend, GenerationRequest("after", [5] * 8, 3))
     assert err.value.code == "engine_failed"

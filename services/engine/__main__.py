@@ -51,7 +51,7 @@ def main(
     progress_interval: Annotated[float, typer.Option(help="seconds between progress saves")] = 1.0,
     report_interval: Annotated[
         float, typer.Option(help="seconds between service reports (0 = off)")
-    ] = 0.5,
+    ] = 0.1,
     drain_timeout: Annotated[
         float, typer.Option(help="on SIGTERM, seconds running calls get to finish")
     ] = 20.0,
@@ -64,6 +64,9 @@ def main(
     preemption: Annotated[
         bool, typer.Option(help="preempt lower-level calls for higher-level ones")
     ] = True,
+    max_preemptions: Annotated[
+        int, typer.Option(min=1, help="priority preemptions in flight at once (per step)")
+    ] = 1,
 ) -> None:
     """Run one engine: consume its dispatch subjects, generate, stream tokens to callers."""
     from autellix.services.engine.runner import RunnerConfig
@@ -91,7 +94,11 @@ def main(
         report_interval_s=report_interval,
         drain_timeout_s=drain_timeout,
         orphan_sweep_s=orphan_sweep,
-        runner=RunnerConfig(delta_interval_s=delta_interval, preemption=preemption),
+        runner=RunnerConfig(
+            delta_interval_s=delta_interval,
+            preemption=preemption,
+            max_inflight_preemptions=max_preemptions,
+        ),
     )
     try:
         options.resolved_id()

@@ -3,8 +3,11 @@ waiting queues it admits from.
 
 Why local level queues: vLLM admits FCFS (or by its own priority) and never preempts for a
 better request at a full batch, so the engine service holds calls itself and hands the backend at
-most `max_batch` at a time, always from the highest level (lowest number) first, FCFS within a
-level. A preempted call goes back to the *front* of its level (it arrived before the others).
+most `max_batch` at a time, always from the highest level (lowest number) first. Inside a level
+calls are ordered by their rank key `(level, tiebreak, seq)`: `tiebreak` comes from the scheduler
+(`autellix.policy.call_rank`: the program's arrival for program-aware policies, else the call's
+issue time) and `seq` is the arrival order here. A preempted call keeps its key, so it goes back
+ahead of everything that ranks after it (in particular, in front of later arrivals).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections import deque
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 
+from autellix.policy import ServiceUnits
 from autellix.protocol import Dispatch
 
 _seq = itertools.count()
@@ -44,11 +48,44 @@ class EngineCall:
     requeue_level: int | None = None
     preempt_counted: bool = False
     control_seq: int = -1
+    tiebreak: float = 0.0
+    run_start_tokens: int = 0  # len(tokens) when the current segment started (min-run rule)
+    prefill_tokens: int = 0  # prompt tokens computed (not cached) over all its segments
+    run_started: float | None = None  # monotonic start of the current segment, while running
+    reported: float = -1.0  # service in the last ServiceReport
+    preempted_by: str | None = None  # the call a pending preemption makes room for
 
     def __post_init__(self) -> None:
         self.tokens = list(self.dispatch.resume_token_ids)
         self.sent = len(self.tokens)
         self.saved = len(self.tokens)
+        self.tiebreak = self.dispatch.tiebreak
+        self.run_s = self.dispatch.resume_run_s
+        self.control_seq = self.dispatch.control_seq  # Controls up to it are in the Dispatch
+
+    @property
+    def key(self) -> tuple[float, float, int]:
+        """Rank key, lower first (see module docstring)."""
+        return (self.level, self.tiebreak, self.seq)
+
+    @property
+    def service(self) -> float:
+        """Attained service units: decoded tokens + weighted computed prompt tokens (the
+        policy's `ServiceUnits`), never below what it had when it was dispatched here."""
+        units = ServiceUnits(self.dispatch.prefill_weight)
+        mine = units.of(len(self.tokens), self.prefill_tokens)
+        return max(mine, self.dispatch.resume_service)
+
+    def run_seconds(self, now: float | None = None) -> float:
+        """Seconds admitted so far, including the segment that is running now."""
+        if self.run_started is None:
+            return self.run_s
+        return self.run_s + ((now if now is not None else time.monotonic()) - self.run_started)
+
+    @property
+    def run_tokens(self) -> int:
+        """Tokens decoded in the current segment (a run younger than min_run is protected)."""
+        return len(self.tokens) - self.run_start_tokens
 
     @property
     def call_id(self) -> str:
@@ -69,23 +106,30 @@ class EngineCall:
 
 
 class LevelQueues:
-    """FIFO per level; `pop` takes from the lowest level number that has a call."""
+    """Waiting calls per level, each level sorted by `(tiebreak, seq)`; `pop` takes the lowest
+    key. Sorted lists (bisect) keep insert/remove cheap for the few thousand calls an
+    overloaded engine may hold, and let admission look at only the head."""
 
     def __init__(self) -> None:
-        self._q: dict[int, deque[EngineCall]] = {}
+        self._q: dict[int, list[tuple[float, int, EngineCall]]] = {}
+        self._n = 0
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._q.values())
+        return self._n
 
     def __bool__(self) -> bool:
-        return any(self._q.values())
+        return self._n > 0
+
+    @staticmethod
+    def _entry(call: EngineCall) -> tuple[float, int, EngineCall]:
+        return (call.tiebreak, call.seq, call)
 
     def push(self, call: EngineCall, *, front: bool = False) -> None:
-        q = self._q.setdefault(call.level, deque())
-        if front:
-            q.appendleft(call)
-        else:
-            q.append(call)
+        """Insert by rank key (`front` is accepted for callers of the FIFO version: a preempted
+        call's key already puts it ahead of later arrivals)."""
+        del front
+        insort(self._q.setdefault(call.level, []), self._entry(call), key=lambda e: e[:2])
+        self._n += 1
 
     def best_level(self) -> int | None:
         levels = [lvl for lvl, q in self._q.items() if q]
@@ -93,26 +137,48 @@ class LevelQueues:
 
     def pop(self) -> EngineCall | None:
         lvl = self.best_level()
-        return None if lvl is None else self._q[lvl].popleft()
+        if lvl is None:
+            return None
+        self._n -= 1
+        return self._q[lvl].pop(0)[2]
 
     def remove(self, call: EngineCall) -> bool:
         q = self._q.get(call.level)
-        if q is not None and call in q:
-            q.remove(call)
+        if not q:
+            return False
+        i = bisect_left(q, (call.tiebreak, call.seq), key=lambda e: e[:2])
+        if i < len(q) and q[i][2] is call:
+            del q[i]
+            self._n -= 1
             return True
+        for j, e in enumerate(q):  # key changed under us (should not happen): linear fallback
+            if e[2] is call:
+                del q[j]
+                self._n -= 1
+                return True
         return False
 
-    def set_level(self, call: EngineCall, level: int) -> None:
-        """Move a waiting call to `level`, keeping its arrival order there."""
+    def set_level(self, call: EngineCall, level: int, tiebreak: float | None = None) -> None:
+        """Move a waiting call to `level` (and order key), keeping its arrival order there."""
         self.remove(call)
         call.level = level
-        q = self._q.setdefault(level, deque())
-        idx = next((i for i, c in enumerate(q) if c.seq > call.seq), len(q))
-        q.insert(idx, call)
+        if tiebreak is not None:
+            call.tiebreak = tiebreak
+        self.push(call)
+
+    def head(self, n: int) -> list[EngineCall]:
+        """The `n` best-ranked waiting calls, best first."""
+        out: list[EngineCall] = []
+        for lvl in sorted(lv for lv, q in self._q.items() if q):
+            for e in self._q[lvl]:
+                out.append(e[2])
+                if len(out) >= n:
+                    return out
+        return out
 
     def depths(self) -> list[int]:
         top = max((lvl for lvl, q in self._q.items() if q), default=-1)
         return [len(self._q.get(lvl, ())) for lvl in range(top + 1)]
 
     def all(self) -> list[EngineCall]:
-        return [c for lvl in sorted(self._q) for c in self._q[lvl]]
+        return [e[2] for lvl in sorted(self._q) for e in self._q[lvl]]

@@ -17,10 +17,16 @@ later as a continuation (prompt + tokens so far, remaining max_tokens); `cancel`
 `cancelled`; `lost` (ownership check failed) → drop; `shutdown` → save progress and hand the call
 back to the schedulers (queued, attempt kept) so another engine resumes it.
 
-Local preemption (issue 5 asks for it; cheap here): when a call of a strictly higher level
-(lower number) waits at a full batch, the running call with the lowest level (latest arrival
-among equals) is preempted, at most `max_inflight_preemptions` at a time. `Control` messages
-(`control`) let the schedulers preempt, move or cancel calls explicitly.
+Admission and local preemption are the policy core's `plan_batch` (the rule the simulator
+uses): walk waiting calls in rank order `(level, tiebreak, seq)`, admit while a slot is free,
+stop at the first that does not fit; a waiting call may preempt the lowest-ranked running call
+of a *strictly* lower level (ties keep the running call) that has decoded at least the policy's
+`min_run_tokens` in its current run, at most `max_inflight_preemptions` at a time (the "one per
+engine step" cap: a preemption is in flight until the backend has released the slot). The
+levels themselves are the schedulers' decisions (Dispatch.level, then `Control(set_level)` for
+demotions and promotions); the engine only orders and preempts by them. `Control` messages
+(`control`) also let the schedulers preempt or cancel calls explicitly; each is applied once
+(per-call `seq`).
 """
 
 from __future__ import annotations
@@ -29,16 +35,20 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from autellix.services.engine.backends.base import Backend, BackendError, GenerationRequest
 from autellix.services.engine.local import EngineCall, LevelQueues
+from autellix.services.engine.tracing import EngineTelemetry
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from autellix import bus, telemetry
+from autellix import bus
+from autellix.policy import Candidate, plan_batch
 from autellix.protocol import (
     CallError,
     CallFinal,
@@ -48,6 +58,7 @@ from autellix.protocol import (
     Dispatch,
     EngineInfo,
     ErrorCode,
+    ServiceReport,
     Subjects,
     Timing,
     TokenDelta,
@@ -94,12 +105,17 @@ class EngineRunner:
         self.running: set[EngineCall] = set()
         self.closing = False
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._early: OrderedDict[str, Control] = OrderedDict()  # see `control`
         self._preempting = 0
         self._last_flush: dict[str, float] = {}
         self.finished = 0
         self.failed = 0
         self.preemptions = 0
+        # Called once when the backend itself dies (e.g. vLLM's engine core was killed): the
+        # service stops taking calls and exits non-zero; see `_backend_died`.
+        self.on_backend_dead: Callable[[str], None] | None = None
         self.info = EngineInfo(engine_id=engine_id, backend=backend.name, model=backend.model)
+        self.otel = EngineTelemetry(self)  # spans of each call's engine phases; engine metrics
 
     # ------------------------------------------------------------------ intake
 
@@ -115,41 +131,86 @@ class EngineRunner:
             self._lose(existing, "superseded by a newer dispatch")
         call = EngineCall(dispatch=dispatch, level=dispatch.level)
         self.calls[call.call_id] = call
+        early = self._early.pop(call.call_id, None)
+        if early is not None and early.level is not None and early.seq > call.control_seq:
+            # a level change that overtook its Dispatch (older ones are in the Dispatch)
+            call.level, call.control_seq = early.level, early.seq
+            if early.tiebreak is not None:
+                call.tiebreak = early.tiebreak
         self.queues.push(call)
+        self.otel.offered(call)
         self._admit()
         return True
 
     # ------------------------------------------------------------------ admission
 
     def _admit(self) -> None:
-        if self.closing:
+        """Apply `plan_batch` to the running calls and the head of the waiting queues."""
+        if self.closing or not self.queues:
             return
-        while len(self.running) < self.backend.max_batch:
-            call = self.queues.pop()
-            if call is None:
-                break
-            self._start(call)
-        self._maybe_preempt()
-
-    def _maybe_preempt(self) -> None:
-        if not self.cfg.preemption or self._preempting >= self.cfg.max_inflight_preemptions:
+        max_batch = self.backend.max_batch
+        budget = self.cfg.max_inflight_preemptions - self._preempting
+        preemptive = self.cfg.preemption and budget > 0
+        free = max_batch - len(self.running)
+        if free <= 0 and not preemptive:
             return
         best = self.queues.best_level()
-        if best is None or len(self.running) < self.backend.max_batch:
-            return
-        victims = [
-            c
+        if free <= 0 and (
+            best is None or not any(c.level > best for c in self.running if c.stop_reason is None)
+        ):
+            return  # full, and nobody waiting outranks a running call's level: nothing to do
+        # only the first `free + budget + 1` waiting calls can be reached by the walk
+        waiting = self.queues.head(max(0, free) + max(0, budget) + 1)
+        candidates = [
+            Candidate(
+                call_id=c,
+                key=c.key,
+                running=True,
+                protected=(
+                    c.state != "running"
+                    or c.stop_reason is not None
+                    or c.run_tokens < c.dispatch.min_run_tokens
+                ),
+            )
             for c in self.running
-            if c.state == "running" and c.stop_reason is None and c.level > best
         ]
-        if victims:
-            victim = max(victims, key=lambda c: (c.level, c.seq))
-            self.preempt(victim, f"level {best} waiting at a full batch")
+        candidates += [Candidate(call_id=c, key=c.key, running=False) for c in waiting]
+        plan = plan_batch(
+            candidates,
+            max_seqs=max_batch,
+            max_preemptions=max(0, budget),
+            preemptive=preemptive,
+        )
+        # each preemption admits one waiting call past the free slots, in plan order
+        by_victim = dict(zip(plan.preempt, plan.admit[max(0, free) :], strict=False))
+        for victim in plan.preempt:
+            assert isinstance(victim, EngineCall)
+            winner = by_victim.get(victim)
+            assert winner is None or isinstance(winner, EngineCall)
+            self.preempt(
+                victim,
+                f"level {winner.level if winner else '?'} waiting at a full batch"
+                + (f" (call {winner.call_id})" if winner else ""),
+                by=winner.call_id if winner else None,
+            )
+        for call in plan.admit:
+            assert isinstance(call, EngineCall)
+            if len(self.running) >= max_batch:
+                break  # its slot frees when the preempted call has stopped (then we re-plan)
+            self.queues.remove(call)
+            self._start(call)
 
-    def preempt(self, call: EngineCall, reason: str, requeue_level: int | None = None) -> bool:
+    def preempt(
+        self,
+        call: EngineCall,
+        reason: str,
+        requeue_level: int | None = None,
+        by: str | None = None,
+    ) -> bool:
         if call.state != "running" or call.gen_task is None or call.stop_reason is not None:
             return False
         call.stop_reason, call.stop_detail, call.requeue_level = "preempt", reason, requeue_level
+        call.preempted_by = by
         call.preempt_counted = True
         self._preempting += 1
         call.gen_task.cancel()
@@ -162,14 +223,7 @@ class EngineRunner:
 
     async def _run(self, call: EngineCall) -> None:
         try:
-            with telemetry.span(
-                "autellix.generate",
-                call.dispatch.trace,
-                call_id=call.call_id,
-                level=call.level,
-                attempt=call.dispatch.attempt,
-                engine_id=self.engine_id,
-            ):
+            with self.otel.segment(call):  # spans: queued (the wait before), run (this segment)
                 await self._segment(call)
         except Exception as exc:
             self.log.exception("call segment crashed", call_id=call.call_id, error=repr(exc))
@@ -206,6 +260,7 @@ class EngineRunner:
             self._drop(call, "not owned at start (re-dispatched or finished elsewhere)")
             return
         call.state = "running"
+        call.run_start_tokens = len(call.tokens)
         finish: str | None = None
         error: BackendError | None = None
         if call.stop_reason is None:
@@ -222,7 +277,7 @@ class EngineRunner:
                 ignore_eos=sp.ignore_eos,
                 priority=call.level,
             )
-            t0 = time.monotonic()
+            t0 = call.run_started = time.monotonic()
             call.gen_task = asyncio.create_task(self._generate(call, gen))
             try:
                 finish = await call.gen_task
@@ -233,9 +288,12 @@ class EngineRunner:
                 error = exc
             finally:
                 call.gen_task = None
+                call.run_started = None
                 call.run_s += time.monotonic() - t0
         await self._flush(call)
-        if error is not None:
+        if error is not None and getattr(self.backend, "dead", False):
+            await self._backend_died(call, error)
+        elif error is not None:
             await self._fail(call, error.code, error.message)
         elif finish is not None:
             await self._finish(call, finish)
@@ -245,9 +303,16 @@ class EngineRunner:
     async def _generate(self, call: EngineCall, gen: GenerationRequest) -> str:
         agen = self.backend.generate(gen)
         try:
+            reported_cache = False
             async for chunk in agen:
-                if chunk.cached_prompt_tokens is not None and call.cached_tokens is None:
-                    call.cached_tokens = chunk.cached_prompt_tokens
+                if chunk.cached_prompt_tokens is not None and not reported_cache:
+                    reported_cache = True
+                    if call.cached_tokens is None:
+                        call.cached_tokens = chunk.cached_prompt_tokens
+                    # prompt tokens this segment computed (prefix-cache hits are free)
+                    call.prefill_tokens += max(
+                        0, len(gen.prompt_token_ids) - chunk.cached_prompt_tokens
+                    )
                 if chunk.token_ids:
                     call.tokens.extend(chunk.token_ids)
                     now = time.monotonic()
@@ -264,6 +329,15 @@ class EngineRunner:
             with contextlib.suppress(Exception):
                 await agen.aclose()  # type: ignore[attr-defined]
 
+    async def _backend_died(self, call: EngineCall, error: BackendError) -> None:
+        """The backend is gone, not just this request: hand the call back with its progress (another
+        engine resumes it, the caller's stream continues by offset) instead of failing it, stop
+        admitting, and tell the service, which drains the rest and exits non-zero."""
+        self.closing = True
+        if self.on_backend_dead is not None:
+            self.on_backend_dead(error.message)
+        await self._hand_back([call], f"engine backend died: {error.message}")
+
     async def _stopped(self, call: EngineCall) -> None:
         reason, detail = call.stop_reason, call.stop_detail
         call.stop_reason = None
@@ -278,13 +352,20 @@ class EngineRunner:
                 output_token_ids=call.tokens[: call.sent],
                 level=level,
                 reason=detail,
+                service=call.service,
+                run_s=call.run_s,
+                other_call_id=call.preempted_by,
             )
+            call.preempted_by = None
             if not ok:
                 self._drop(call, "not owned at preemption")
                 return
+            # its last progress, now: it will not be in the running calls' periodic reports
+            await self.publish_report(self.progress_of([call]))
             call.saved = call.sent
             call.preemptions += 1
             self.preemptions += 1
+            self.otel.preempted(call, detail, level)
             call.level = level
             call.state = "waiting"
             self.queues.push(call, front=True)
@@ -314,6 +395,7 @@ class EngineRunner:
         call.sent = len(call.tokens)
         self._last_flush[call.call_id] = time.monotonic()
         await self.nc.publish(call.dispatch.reply_to, encode(delta))
+        self.otel.streamed(len(new))
 
     async def _finish(self, call: EngineCall, finish_reason: str) -> None:
         assert call.prompt_ids is not None
@@ -326,7 +408,7 @@ class EngineRunner:
             prompt_tokens=len(call.prompt_ids),
             completion_tokens=len(call.tokens),
             cached_tokens=call.cached_tokens or 0,
-            service=float(len(call.tokens)),
+            service=call.service,
             run_s=call.run_s,
             finish_reason=finish_reason,
             output_token_ids=call.tokens,
@@ -359,6 +441,7 @@ class EngineRunner:
         )
         await self.nc.publish(row.reply_to, encode(final))
         self.finished += 1
+        self.otel.finished(call, final)
         self._done(call)
 
     async def _fail(self, call: EngineCall, code: str, message: str) -> None:
@@ -382,6 +465,7 @@ class EngineRunner:
             )
             await self.nc.publish(reply_to, encode(err))
             self.failed += 1
+            self.otel.failed(call, str(code), message)
             self.log.info("call failed", call_id=call.call_id, code=str(code), message=message)
         self._done(call)
 
@@ -391,6 +475,7 @@ class EngineRunner:
 
     def _done(self, call: EngineCall) -> None:
         call.state = "done"
+        self.otel.done(call)
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
         self._last_flush.pop(call.call_id, None)
@@ -482,23 +567,37 @@ class EngineRunner:
     # ------------------------------------------------------------------ control
 
     def control(self, msg: Control) -> None:
-        """Apply a scheduler's Control message; idempotent (repeats and stale seqs are no-ops)."""
+        """Apply a scheduler's Control message; idempotent (repeats and stale seqs are no-ops).
+
+        A level change for a call not here yet (its Dispatch is still on its way: a promotion
+        of a just-dispatched call) is kept for a while and applied when the Dispatch arrives,
+        else the engine would run it at the level the Dispatch carried."""
         call = self.calls.get(msg.call_id)
         if call is None:
+            if msg.action == "set_level":
+                prev = self._early.get(msg.call_id)
+                if prev is None or msg.seq > prev.seq:
+                    self._early[msg.call_id] = msg
+                    while len(self._early) > 10_000:
+                        self._early.popitem(last=False)
             return
         if msg.seq and msg.seq <= call.control_seq:
             return
         call.control_seq = max(call.control_seq, msg.seq)
         if msg.action == "set_level" and msg.level is not None:
             if call.state == "waiting":
-                self.queues.set_level(call, msg.level)
+                self.queues.set_level(call, msg.level, msg.tiebreak)
             else:
                 call.level = msg.level
+                if msg.tiebreak is not None:
+                    call.tiebreak = msg.tiebreak
+                if call.stop_reason == "preempt":
+                    call.requeue_level = msg.level  # it re-enters the queues at the new level
         elif msg.action == "preempt":
             if call.state == "running":
                 self.preempt(call, msg.reason or "scheduler preempt", msg.level)
             elif call.state == "waiting" and msg.level is not None:
-                self.queues.set_level(call, msg.level)
+                self.queues.set_level(call, msg.level, msg.tiebreak)
         elif msg.action == "cancel":
             if call.state == "waiting":
                 self.queues.remove(call)
@@ -535,17 +634,41 @@ class EngineRunner:
             if owned.get(c.call_id) != c.attempts and c.state != "done":
                 self._lose(c, "no longer owned (re-dispatched or finished elsewhere)")
 
-    def progress(self) -> list[CallProgress]:
-        return [
-            CallProgress(
-                call_id=c.call_id,
-                program_id=c.dispatch.program_id,
-                thread_id=c.dispatch.thread_id,
-                tokens=len(c.tokens),
-                running=c.state == "running",
+    def progress(self, changed_only: bool = False) -> list[CallProgress]:
+        """Progress of the running calls (only those whose service moved since the last
+        report, with `changed_only`): what a ServiceReport carries."""
+        return self.progress_of(list(self.running), changed_only)
+
+    def progress_of(
+        self, calls: list[EngineCall], changed_only: bool = False
+    ) -> list[CallProgress]:
+        now = time.monotonic()
+        out = []
+        for c in calls:
+            service = c.service
+            if changed_only and service <= c.reported:
+                continue
+            c.reported = service
+            out.append(
+                CallProgress(
+                    call_id=c.call_id,
+                    program_id=c.dispatch.program_id,
+                    thread_id=c.dispatch.thread_id,
+                    tokens=len(c.tokens),
+                    running=c.state == "running",
+                    service=service,
+                    run_s=round(c.run_seconds(now), 6),
+                )
             )
-            for c in list(self.running)
-        ]
+        return out
+
+    async def publish_report(self, progress: list[CallProgress]) -> None:
+        """One `ServiceReport` to the schedulers (at-most-once: reports are cumulative)."""
+        if not progress:
+            return
+        report = ServiceReport(engine_id=self.engine_id, at=datetime.now(UTC), calls=progress)
+        with contextlib.suppress(Exception):
+            await self.nc.publish(self.subjects.reports, encode(report))
 
     # ------------------------------------------------------------------ shutdown
 

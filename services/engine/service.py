@@ -13,8 +13,13 @@ the process lifecycle:
 * **Progress** every `progress_interval_s`: tokens already streamed are saved, so a call that
   moves to another engine resumes rather than restarts; calls we no longer own are dropped;
   every `orphan_sweep_s`, calls Postgres says we own but we do not hold are handed back.
-* **Reports** every `report_interval_s` while calls run: a `ServiceReport` for the schedulers'
-  service accounting (issue 5).
+* **Reports** every `report_interval_s` while calls run: a `ServiceReport` with the attained
+  service and run time of every running call whose service moved since the last one, for the
+  schedulers' service accounting (they fold it into Postgres and decide demotions). Bounded
+  rate: one message per interval per engine, whatever the token rate.
+* **Backend death** (vLLM's engine core killed or crashed): calls are handed back with their
+  progress, the heartbeat says draining, and the process stops as on SIGTERM but exits non-zero
+  (a supervisor sees a failure and may restart it).
 * **SIGTERM** (drain): heartbeat `draining=true` so no new calls come, hand waiting calls back at
   once, give running calls `drain_timeout_s` to finish, hand back the rest with their progress,
   hand back anything still dispatched to us in the stream, mark the engine down.
@@ -24,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import secrets
+import signal
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +43,7 @@ from autellix.services.engine.runner import EngineRunner, RunnerConfig
 from pydantic import ValidationError
 
 from autellix import bus
-from autellix.protocol import Control, Dispatch, EngineHeartbeat, ServiceReport, Subjects, encode
+from autellix.protocol import Control, Dispatch, EngineHeartbeat, Subjects, encode
 from autellix.settings import Settings
 from autellix.store import queries as q
 from autellix.store.db import create_pool, synchronous_commit_for
@@ -51,7 +58,7 @@ class EngineOptions:
     backend_options: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval_s: float = 1.0
     progress_interval_s: float = 1.0
-    report_interval_s: float = 0.5
+    report_interval_s: float = 0.1
     drain_timeout_s: float = 20.0
     orphan_sweep_s: float = 30.0
     runner: RunnerConfig = field(default_factory=RunnerConfig)
@@ -80,6 +87,7 @@ class EngineService:
         self.consumer: bus.PullConsumer | None = None
         self.runner: EngineRunner | None = None
         self.backend: Any = None
+        self.backend_failure: str | None = None
 
     def ready_fields(self) -> dict[str, Any]:
         return {
@@ -128,6 +136,7 @@ class EngineService:
             log=self.log,
             config=self.opts.runner,
         )
+        self.runner.on_backend_dead = self._on_backend_dead
         durable = f"engine-{self.engine_id}"
         await bus.ensure_consumer(
             self.js,
@@ -206,9 +215,23 @@ class EngineService:
         except Exception as exc:
             self.log.warning("heartbeat not written to Postgres", error=repr(exc))
 
+    def _on_backend_dead(self, why: str) -> None:
+        """Stop taking calls now and shut down as on SIGTERM (calls are handed back); `stop`
+        then fails, so the process exits non-zero."""
+        if self.backend_failure is not None:
+            return
+        self.backend_failure = why
+        self.draining = True
+        self.log.error("engine backend died: handing calls back and exiting", error=why)
+        # heartbeat `draining` at once, so schedulers stop sending calls before they re-dispatch
+        self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeat_once()))
+        os.kill(os.getpid(), signal.SIGTERM)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.opts.heartbeat_interval_s)
+            if getattr(self.backend, "dead", False):  # died while idle: nobody else notices
+                self._on_backend_dead("engine backend is dead")
             try:
                 await self._heartbeat_once()
             except Exception as exc:
@@ -233,12 +256,7 @@ class EngineService:
             return
         while True:
             await asyncio.sleep(self.opts.report_interval_s)
-            progress = self.runner.progress()
-            if not progress:
-                continue
-            report = ServiceReport(engine_id=self.engine_id, at=datetime.now(UTC), calls=progress)
-            with contextlib.suppress(Exception):
-                await self.nc.publish(self.subjects.reports, encode(report))
+            await self.runner.publish_report(self.runner.progress(changed_only=True))
 
     # ------------------------------------------------------------------ stop
 
@@ -278,6 +296,8 @@ class EngineService:
             preemptions=self.runner.preemptions,
             handed_back=len(left),
         )
+        if self.backend_failure is not None:
+            raise RuntimeError(f"engine backend died: {self.backend_failure}")
 
 
 async def build(settings: Settings, log: Any, options: EngineOptions) -> EngineService:

@@ -209,9 +209,12 @@ async def open_program(ctx: FrontendContext, req: ProgramOpen) -> ProgramReply:
 
 
 async def close_program(ctx: FrontendContext, req: ProgramClose) -> ProgramReply | CallError:
+    """Close a program (the client is done); its row keeps the final statistics. One that
+    already expired (idle TTL, see the schedulers' maintenance) stays `expired`."""
     row = await q.close_program(ctx.pool, req.program_id)
     if row is None:
         return CallError(
             code=ErrorCode.validation_error, message=f"unknown program {req.program_id}"
         )
-    return ProgramReply(program_id=row.id, status="closed", stats=_stats(row))
+    status = row.status if row.status in ("closed", "expired") else "closed"
+    return ProgramReply(program_id=row.id, status=status, stats=_stats(row))  # type: ignore[arg-type]

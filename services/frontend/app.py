@@ -26,6 +26,7 @@ from autellix.services.frontend.accept import (
     close_program,
     open_program,
 )
+from autellix.services.frontend.tracing import record_program_closed
 from pydantic import BaseModel
 
 from autellix import bus, telemetry
@@ -181,6 +182,7 @@ class FrontendService:
         reply = await close_program(self.ctx, parsed)
         if msg.reply:
             await self.nc.publish(msg.reply, encode(reply))
+        await record_program_closed(self.ctx.pool, reply, msg.headers, self.log)  # trace root
 
     async def stop(self) -> None:
         for sub in self._subs:  # stop taking requests; queue-group peers take over

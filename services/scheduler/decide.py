@@ -1,43 +1,312 @@
-"""The policy seam: one function decides a call's MLFQ level and engine.
+"""The policy seam: the live scheduler's decisions, made by the pure policy core.
 
-Everything the scheduler knows about the call and its program (the `CallRow`: program service,
-engine affinity, parents, prompt) and about the engines (live `EngineView`s with load) goes in;
-a `Decision` (or None: no engine can take it now) comes out. The dispatcher does the rest
-(conditional transition, event row, publish). The program-aware policies (PLAS/ATLAS levels,
-anti-starvation, locality balancing from `autellix.policy`) replace `decide` here and nothing
-else in the scheduler changes.
+Nothing here re-implements a rule: every number comes from `autellix.policy` (the functions the
+simulator uses), applied to the program table the scheduler loaded from Postgres:
 
-Today (issue 3): FCFS. Every call enters level 0 (so the engines serve in arrival order) and goes
-to the least-utilized live engine ((running + waiting + in-flight) / max_batch), ties broken at
-random so replicas do not herd onto the same engine.
+* **base** of a new call: `ProgramService.base_for` (PLAS: completed service + the progress of
+  the program's unfinished calls; ATLAS: the scalar critical path), `atlas_exact_base` over the
+  parents' (base, service) for `atlas-exact`, 0 for `mlfq` and `fcfs`. A re-dispatched call
+  (its engine was lost) keeps the base, rank and order it was issued with.
+* **anti-starvation at issue**: `is_aged` (age rule) and `should_promote` (the paper's ratio
+  rule, only below the top queue) — as the simulator applies them when a call is enqueued.
+* **level and order**: `call_rank(value = rank_base + service)` → `(level, tiebreak)`.
+* **engine**: `choose_engine` over the live engines' load (calls in flight: running + waiting
+  from heartbeats + this replica's dispatches since) and the program's engine pin.
+
+Later decisions for calls already on an engine use the same functions: `level_after` (demotion
+when folded progress crosses a queue boundary) and `promotion` (anti-starvation pass).
 """
 
 from __future__ import annotations
 
-import random
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from autellix.services.scheduler.engines import EngineView
 
-from autellix.store.queries import CallRow
+from autellix.policy import (
+    BalancerConfig,
+    BalancerKind,
+    MLFQConfig,
+    PolicyConfig,
+    PriorityKind,
+    ProgramService,
+    StarvationConfig,
+    atlas_exact_base,
+    call_rank,
+    choose_engine,
+    get_policy,
+    should_promote,
+)
+from autellix.policy.balance import skewed
+from autellix.policy.starvation import is_aged, wait_ratio
+from autellix.store.queries import CallRow, LevelChange, StarvationRow
+
+CHARS_PER_TOKEN = 4  # prompt length estimate for text prompts (the scheduler has no tokenizer)
+LIVE_POLICIES = ("fcfs", "fcfs-nocache", "mlfq", "plas", "atlas", "atlas-exact")
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     engine_id: str
     level: int
-    priority: float  # program service at dispatch (lower runs first)
+    priority: float  # the call's base (what it was issued with; ATLAS accounting)
     reason: str
+    rank_base: float = 0.0
+    tiebreak: float = 0.0
+    aged: bool = False
+    restart: bool = False  # promoted at issue: W_c, T_c restart
+    value: float = 0.0
+    pin: str | None = None  # program's engine pin after this decision, when it changed
 
 
-def decide(call: CallRow, engines: Sequence[EngineView]) -> Decision | None:
-    if not engines:
-        return None
-    engine = min(engines, key=lambda e: (e.utilization, random.random()))
-    return Decision(
-        engine_id=engine.id,
-        level=0,
-        priority=call.program_service,
-        reason=f"fcfs; least-utilized engine ({engine.load}/{engine.max_batch})",
-    )
+@dataclass(frozen=True)
+class LivePolicy:
+    """A `PolicyConfig` + `BalancerConfig`, as the scheduler flags chose them."""
+
+    policy: PolicyConfig
+    balancer: BalancerConfig = field(default_factory=BalancerConfig)
+
+    @classmethod
+    def build(
+        cls,
+        name: str = "atlas",
+        *,
+        quantum: float | None = None,
+        levels: int | None = None,
+        growth: float | None = None,
+        beta: float | str | None = "default",
+        age_s: float | str | None = "default",
+        within_level: str | None = None,
+        min_run_tokens: int | None = None,
+        prefill_weight: float | None = None,
+        balancer: str = "locality",
+        short_prompt_tokens: int = 2048,
+        guard_abs: float | None = 64.0,
+        guard_ratio: float = 1.5,
+    ) -> LivePolicy:
+        """Named policy with overrides; "default" keeps the named policy's value."""
+        if name not in LIVE_POLICIES:
+            raise ValueError(
+                f"policy {name!r} cannot run live; choose one of {', '.join(LIVE_POLICIES)}"
+            )
+        base = get_policy(name)
+        changes: dict[str, Any] = {}
+        if quantum is not None or levels is not None or growth is not None:
+            changes["mlfq"] = MLFQConfig.geometric(
+                levels=levels if levels is not None else 9,
+                first_quantum=quantum if quantum is not None else 64.0,
+                growth=growth if growth is not None else 2.0,
+            )
+        if beta != "default" or age_s != "default":
+            st = base.starvation
+            changes["starvation"] = StarvationConfig(
+                beta=st.beta if beta == "default" else beta,  # type: ignore[arg-type]
+                eps=st.eps,
+                age_s=st.age_s if age_s == "default" else age_s,  # type: ignore[arg-type]
+            )
+        if within_level is not None:
+            changes["within_level"] = within_level
+        if min_run_tokens is not None:
+            changes["min_run_tokens"] = min_run_tokens
+        if prefill_weight is not None:
+            changes["units"] = type(base.units)(prefill_weight=prefill_weight)
+        policy = base.replace(**changes) if changes else base
+        if policy.mlfq.boundaries is None:
+            raise ValueError("live scheduling needs binned levels (not continuous priorities)")
+        return cls(
+            policy=policy,
+            balancer=BalancerConfig(
+                kind=BalancerKind(balancer),
+                short_prompt_tokens=short_prompt_tokens,
+                guard_abs=guard_abs,
+                guard_ratio=guard_ratio,
+            ),
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    def describe(self) -> dict[str, Any]:
+        p = self.policy
+        return {
+            "policy": p.name,
+            "boundaries": list(p.mlfq.boundaries or ()),
+            "beta": p.starvation.beta,
+            "age_s": p.starvation.age_s,
+            "within_level": p.within_level,
+            "preemptive": p.preemptive,
+            "min_run_tokens": p.min_run_tokens,
+            "balancer": self.balancer.kind.value,
+        }
+
+    @property
+    def min_run_tokens(self) -> int:
+        return self.policy.min_run_tokens if self.policy.preemptive else 0
+
+    def rank(self, value: float, *, issue_s: float, arrival_s: float, aged: bool):
+        return call_rank(
+            self.policy, value=value, issue_s=issue_s, program_arrival_s=arrival_s, aged=aged
+        )
+
+    def base_for(self, call: CallRow) -> float:
+        """The base a newly issued call starts from (see module docstring)."""
+        kind = self.policy.priority
+        if kind is PriorityKind.ATLAS_EXACT:
+            pairs = zip(call.parents_base or (), call.parents_service or (), strict=True)
+            return atlas_exact_base(pairs)
+        program = ProgramService(completed=call.program_completed, critical=call.program_service)
+        progress = max(0.0, call.program_attained - call.program_completed)
+        return program.base_for(kind, [progress])
+
+    # ------------------------------------------------------------------ dispatch
+
+    def decide(
+        self, call: CallRow, engines: Sequence[EngineView], counter: int = 0
+    ) -> Decision | None:
+        """Level, order and engine for a queued call; None when no engine is live."""
+        if not engines:
+            return None
+        st = self.policy.starvation
+        notes: list[str] = []
+        if call.attempts > 0:  # re-dispatch: keep what it was issued with
+            base, rank_base, aged = call.priority, call.rank_base, call.aged
+        else:
+            base = self.base_for(call)
+            rank_base, aged = base, False
+        restart = False
+        if not aged and is_aged(st, call.now_s - call.program_created_s):
+            aged = True
+            notes.append(f"aged: program older than {st.age_s:g}s")
+        value = rank_base + call.service
+        level, tiebreak = self.rank(
+            value, issue_s=call.accepted_s, arrival_s=call.program_created_s, aged=aged
+        )
+        if not aged and st.beta is not None and level > 0 and call.attempts == 0:
+            # a fresh call has only waited (in the scheduling queue) so far; a re-dispatched
+            # one is left to the anti-starvation pass, which knows its W_c and T_c
+            t_c, w_c = 0.0, max(0.0, call.now_s - call.accepted_s)
+            w_p, t_p = call.program_wait_s, call.program_run_s
+            if should_promote(st, w_p=w_p, w_c=w_c, t_p=t_p, t_c=t_c):
+                ratio = wait_ratio(w_p, w_c, t_p, t_c, st.eps)
+                rank_base, restart = -call.service, True
+                value = 0.0
+                level, tiebreak = self.rank(
+                    value, issue_s=call.accepted_s, arrival_s=call.program_created_s, aged=False
+                )
+                notes.append(f"promoted at issue: wait/run ratio {ratio:.1f} >= beta {st.beta:g}")
+        engine, pin, why = self.place(call, engines, counter)
+        reason = (
+            f"{self.policy.name}: base {base:g} + service {call.service:g} = value "
+            f"{rank_base + call.service:g} -> level {int(level)}; {why}"
+        )
+        if notes:
+            reason += "; " + "; ".join(notes)
+        return Decision(
+            engine_id=engine,
+            level=int(level),
+            priority=base,
+            reason=reason,
+            rank_base=rank_base,
+            tiebreak=float(tiebreak),
+            aged=aged,
+            restart=restart,
+            value=rank_base + call.service,
+            pin=pin,
+        )
+
+    def place(
+        self, call: CallRow, engines: Sequence[EngineView], counter: int
+    ) -> tuple[str, str | None, str]:
+        """(engine id, new pin or None if unchanged, why) via `choose_engine`."""
+        views = sorted(engines, key=lambda e: e.id)
+        ids = [e.id for e in views]
+        loads = [float(e.load) for e in views]
+        pin = ids.index(call.engine_affinity) if call.engine_affinity in ids else None
+        tokens = prompt_tokens(call)
+        choice = choose_engine(
+            self.balancer, loads=loads, prompt_tokens=tokens, pin=pin, counter=counter
+        )
+        engine = ids[choice.engine]
+        new_pin = ids[choice.pin] if choice.pin is not None else None
+        cfg = self.balancer
+        load = f"load {loads[choice.engine]:g} of [{', '.join(f'{x:g}' for x in loads)}]"
+        if len(ids) == 1:
+            why = f"only live engine {engine}"
+        elif cfg.kind is BalancerKind.ROUND_ROBIN:
+            why = f"round-robin -> {engine}"
+        elif cfg.kind is BalancerKind.LEAST_LOADED:
+            why = f"least-loaded -> {engine} ({load})"
+        elif tokens <= cfg.short_prompt_tokens:
+            why = f"short prompt (~{tokens} tokens) -> least-loaded {engine} ({load})"
+        elif skewed(loads, cfg):
+            why = (
+                f"long prompt (~{tokens} tokens) but load skewed (guard: max-min > "
+                f"{cfg.guard_abs:g} and max > {cfg.guard_ratio:g}x min) -> least-loaded "
+                f"{engine} ({load})"
+            )
+        elif pin is None:
+            why = f"first long prompt (~{tokens} tokens) -> pinned to least-loaded {engine}"
+        else:
+            why = f"long prompt (~{tokens} tokens) -> affinity to pinned {engine} ({load})"
+        changed = new_pin if new_pin is not None and new_pin != call.engine_affinity else None
+        return engine, changed, why
+
+    # ------------------------------------------------------------------ later decisions
+
+    def level_after(self, *, rank_base: float, service: float, aged: bool) -> int:
+        """The level an active call belongs in now (demotion when it grew past its queue)."""
+        level, _ = self.rank(rank_base + service, issue_s=0.0, arrival_s=0.0, aged=aged)
+        return int(level)
+
+    def promotion(self, row: StarvationRow) -> LevelChange | None:
+        """The anti-starvation rules for a waiting call (None: leave it where it is)."""
+        st = self.policy.starvation
+        if not st.enabled:
+            return None
+        if is_aged(st, row.now_s - row.program_created_s):
+            level, tiebreak = self.rank(
+                0.0, issue_s=0.0, arrival_s=row.program_created_s, aged=True
+            )
+            return LevelChange(
+                call_id=row.id,
+                from_level=row.level,
+                to_level=int(level),
+                reason=f"aged: program older than {st.age_s:g}s (sticky top queue)",
+                value=row.rank_base + row.service,
+                aged=True,
+                tiebreak=float(tiebreak),
+            )
+        if st.beta is None or row.level <= 0:
+            return None
+        t_c = max(0.0, row.run_s - row.reset_run_s)
+        w_c = max(0.0, row.now_s - row.reset_s - t_c)
+        w_p, t_p = row.program_wait_s, row.program_run_s
+        if not should_promote(st, w_p=w_p, w_c=w_c, t_p=t_p, t_c=t_c):
+            return None
+        ratio = wait_ratio(w_p, w_c, t_p, t_c, st.eps)
+        level, _ = self.rank(0.0, issue_s=0.0, arrival_s=0.0, aged=False)
+        return LevelChange(
+            call_id=row.id,
+            from_level=row.level,
+            to_level=int(level),
+            reason=(
+                f"anti-starvation: (W_p {w_p:.2f} + W_c {w_c:.2f}) / max(eps, T_p {t_p:.2f} + "
+                f"T_c {t_c:.2f}) = {ratio:.1f} >= beta {st.beta:g}; fresh quantum"
+            ),
+            value=0.0,
+            restart=True,
+        )
+
+
+def prompt_tokens(call: CallRow) -> int:
+    """Prompt length in tokens: exact for token ids, ~4 characters per token for text (the
+    scheduler has no tokenizer; the locality rule only needs to tell short from long)."""
+    if call.prompt_ids_len is not None:
+        return call.prompt_ids_len
+    return math.ceil(call.prompt_chars / CHARS_PER_TOKEN)

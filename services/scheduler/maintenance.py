@@ -21,6 +21,16 @@ over (no lease to expire).
 
 Crash of the replica between the commit and the publishes: the calls are `queued` in Postgres,
 so the reconciler (on any replica) publishes them `reconcile_after_s` later.
+
+Two more duties for live scheduling, each also run by one replica at a time (own lock key):
+
+* **Anti-starvation** every `starvation_interval_s`: the calls waiting at engines below the top
+  queue (and, with the age rule, waiting calls of old programs) are checked with the policy
+  core's `should_promote` / `is_aged` (`LivePolicy.promotion`); a promoted call moves to the top
+  queue with a fresh quantum (`change_levels`, conditional, a `promote` event with the ratio
+  that fired), and its engine gets a `Control(set_level, seq)`.
+* **Program idle TTL** every `ttl_check_s`: open programs with no active call and no activity
+  for `program_idle_ttl_s` become `expired` (their rows keep the final statistics).
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ import asyncio
 import zlib
 from typing import Any
 
+from autellix.services.scheduler.accounting import send_controls
+from autellix.services.scheduler.decide import LivePolicy
 from nats.js import JetStreamContext
 
 from autellix import bus
@@ -48,6 +60,11 @@ class Maintenance:
         interval_s: float = 1.0,
         engine_stale_s: float = 5.0,
         reconcile_after_s: float = 30.0,
+        nc: Any = None,
+        policy: LivePolicy | None = None,
+        starvation_interval_s: float = 0.5,
+        program_idle_ttl_s: float = 600.0,
+        ttl_check_s: float | None = None,
     ) -> None:
         self.pool = pool
         self.js = js
@@ -58,18 +75,66 @@ class Maintenance:
         self.engine_stale_s = engine_stale_s
         self.reconcile_after_s = reconcile_after_s
         self.lock_key = zlib.crc32(f"autellix-maintenance:{subjects.namespace}".encode())
+        self.starvation_key = zlib.crc32(f"autellix-starvation:{subjects.namespace}".encode())
+        self.nc = nc
+        self.policy = policy
+        self.starvation_interval_s = starvation_interval_s
+        self.program_idle_ttl_s = program_idle_ttl_s
+        self.ttl_check_s = (
+            ttl_check_s
+            if ttl_check_s is not None
+            else min(30.0, max(0.5, program_idle_ttl_s / 10.0))
+        )
         self.requeued = 0
         self.reconciled = 0
+        self.promoted = 0
+        self.expired = 0
 
     async def run(self) -> None:
+        loops = [self._every(self.interval_s, self.pass_once, "maintenance")]
+        if (
+            self.policy is not None
+            and self.nc is not None
+            and self.policy.policy.starvation.enabled
+        ):
+            loops.append(
+                self._every(self.starvation_interval_s, self.starvation_once, "anti-starvation")
+            )
+        if self.program_idle_ttl_s > 0:
+            loops.append(self._every(self.ttl_check_s, self.expire_once, "program expiry"))
+        await asyncio.gather(*loops)
+
+    async def _every(self, interval_s: float, fn: Any, what: str) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(interval_s)
             try:
-                await self.pass_once()
+                await fn()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.log.warning("maintenance pass failed", error=repr(exc))
+                self.log.warning(f"{what} pass failed", error=repr(exc))
+
+    async def starvation_once(self) -> int:
+        """One anti-starvation pass (see module docstring); returns calls promoted."""
+        assert self.policy is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.starvation_key):
+                return 0
+            rows = await q.starvation_candidates(conn, age_s=self.policy.policy.starvation.age_s)
+            changes = [c for r in rows if (c := self.policy.promotion(r)) is not None]
+            changed = await q.change_levels(conn, changes, kind="promote", actor=self.actor)
+        if changed:
+            await send_controls(self.nc, self.subjects, changed, "promoted: anti-starvation")
+            self.promoted += len(changed)
+            self.log.info("calls promoted (anti-starvation)", calls=len(changed))
+        return len(changed)
+
+    async def expire_once(self) -> list[str]:
+        expired = await q.expire_idle_programs(self.pool, idle_s=self.program_idle_ttl_s)
+        if expired:
+            self.expired += len(expired)
+            self.log.info("idle programs expired", programs=len(expired))
+        return expired
 
     async def pass_once(self) -> bool:
         """One reaper + reconciler pass; False when another replica holds the lock."""

@@ -5,8 +5,13 @@ consumer, `Subjects.scheduler_durable`, shared by all replicas: each message goe
 them), and engine liveness in heartbeats every replica hears. Any number of replicas can run;
 any of them can be SIGKILLed (see `dispatcher.py` for why that loses nothing).
 
-Messages are handled concurrently (`concurrency` at a time) so Postgres round trips overlap;
-`--concurrency 1` gives strict arrival order per replica.
+Messages are handled in batches (whatever has arrived, up to `batch`; see `dispatcher.py`), with
+at most `concurrency` messages in flight, so Postgres round trips are shared by many calls and
+overlap; `--concurrency 1` gives strict arrival order per replica.
+
+The policy (`--policy`, see `decide.py`) is the same code the simulator runs; progress reports
+are folded and demotions decided by `accounting.py`; promotions, lost engines and idle programs
+by `maintenance.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from autellix.services.scheduler.accounting import ServiceAccounting
+from autellix.services.scheduler.decide import LivePolicy
 from autellix.services.scheduler.dispatcher import Dispatcher
 from autellix.services.scheduler.engines import EngineRegistry
 from autellix.services.scheduler.maintenance import Maintenance
@@ -32,7 +39,7 @@ from autellix.store.db import create_pool, synchronous_commit_for
 
 @dataclass
 class SchedulerOptions:
-    concurrency: int = 32
+    concurrency: int = 512
     ack_wait_s: float = 10.0
     no_engine_timeout_s: float = 60.0
     retry_delay_s: float = 0.5
@@ -41,6 +48,11 @@ class SchedulerOptions:
     maintenance_interval_s: float = 1.0
     reconcile_after_s: float = 30.0
     replica: str | None = None
+    batch: int = 256
+    policy: LivePolicy | None = None
+    fold_interval_s: float = 0.05
+    starvation_interval_s: float = 0.5
+    program_idle_ttl_s: float = 600.0
 
 
 class SchedulerService:
@@ -53,6 +65,7 @@ class SchedulerService:
         self.actor = options.replica or f"scheduler-{socket.gethostname()}-{os.getpid()}"
         self.log = log.bind(replica=self.actor)
         self.registry = EngineRegistry(stale_after_s=options.engine_live_s)
+        self.policy = options.policy or LivePolicy.build()
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._sem = asyncio.Semaphore(options.concurrency)
@@ -60,9 +73,15 @@ class SchedulerService:
         self.pool: Any = None
         self.consumer: bus.PullConsumer | None = None
         self.dispatcher: Dispatcher | None = None
+        self.accounting: ServiceAccounting | None = None
+        self.maintenance: Maintenance | None = None
 
     def ready_fields(self) -> dict[str, Any]:
-        return {"replica": self.actor, "engines": len(self.registry.live())}
+        return {
+            "replica": self.actor,
+            "engines": len(self.registry.live()),
+            **self.policy.describe(),
+        }
 
     async def start(self) -> None:
         assert self.settings.nats_url and self.settings.database_url
@@ -73,7 +92,7 @@ class SchedulerService:
         await bus.ensure_streams(js, self.subjects)
         self.pool = await create_pool(
             self.settings.database_url,
-            max_size=max(4, min(20, self.opts.concurrency)),
+            max_size=max(4, min(10, self.opts.concurrency)),
             application_name=f"autellix-{self.actor}",
             synchronous_commit=synchronous_commit_for("scheduler"),
         )
@@ -87,9 +106,20 @@ class SchedulerService:
             registry=self.registry,
             actor=self.actor,
             log=self.log,
+            policy=self.policy,
             no_engine_timeout_s=self.opts.no_engine_timeout_s,
             retry_delay_s=self.opts.retry_delay_s,
         )
+        self.accounting = ServiceAccounting(
+            pool=self.pool,
+            nc=self.nc,
+            subjects=self.subjects,
+            policy=self.policy,
+            actor=self.actor,
+            log=self.log,
+            fold_interval_s=self.opts.fold_interval_s,
+        )
+        await self.accounting.start()
         await bus.ensure_consumer(
             js,
             self.subjects.calls_stream,
@@ -101,10 +131,10 @@ class SchedulerService:
             self.nc,
             self.subjects.calls_stream,
             self.subjects.scheduler_durable,
-            batch=max(1, self.opts.concurrency * 2),
+            batch=max(1, min(self.opts.concurrency * 2, 1024)),
         )
         await self.consumer.start()
-        maintenance = Maintenance(
+        maintenance = self.maintenance = Maintenance(
             pool=self.pool,
             js=js,
             subjects=self.subjects,
@@ -113,9 +143,14 @@ class SchedulerService:
             interval_s=self.opts.maintenance_interval_s,
             engine_stale_s=self.opts.engine_stale_s,
             reconcile_after_s=self.opts.reconcile_after_s,
+            nc=self.nc,
+            policy=self.policy,
+            starvation_interval_s=self.opts.starvation_interval_s,
+            program_idle_ttl_s=self.opts.program_idle_ttl_s,
         )
         self._tasks.append(asyncio.create_task(self._consume(), name="consume"))
         self._tasks.append(asyncio.create_task(maintenance.run(), name="maintenance"))
+        self._tasks.append(asyncio.create_task(self.accounting.run(), name="accounting"))
 
     async def _on_heartbeat(self, msg: Any) -> None:
         try:
@@ -124,24 +159,37 @@ class SchedulerService:
             self.log.warning("invalid heartbeat ignored", error=str(exc)[:300])
 
     async def _consume(self) -> None:
-        assert self.consumer is not None
-        async for msg in self.consumer.messages():
+        """Form batches from whatever has arrived (one message when quiet), each message
+        holding one of `concurrency` slots until its batch is done."""
+        consumer = self.consumer
+        assert consumer is not None
+        limit = max(1, min(self.opts.batch, self.opts.concurrency))
+        async for first in consumer.messages():
             await self._sem.acquire()
-            task = asyncio.create_task(self._handle(msg))
+            batch = [first]
+            while len(batch) < limit and consumer.pending() and not self._sem.locked():
+                msg = await consumer.next(None)
+                if msg is None:
+                    break
+                await self._sem.acquire()
+                batch.append(msg)
+            task = asyncio.create_task(self._handle(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _handle(self, msg: Any) -> None:
+    async def _handle(self, batch: list[Any]) -> None:
         assert self.dispatcher is not None
         try:
-            await self.dispatcher.handle(msg)
+            await self.dispatcher.handle_batch(batch)
         except Exception as exc:
-            # leave it un-acked: JetStream redelivers it after ack_wait (Postgres/NATS hiccup)
-            self.log.exception("dispatch failed; message will be redelivered", error=repr(exc))
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
+            # leave them un-acked: JetStream redelivers after ack_wait (Postgres/NATS hiccup)
+            self.log.exception("dispatch failed; messages will be redelivered", error=repr(exc))
+            for msg in batch:
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
         finally:
-            self._sem.release()
+            for _ in batch:
+                self._sem.release()
 
     async def stop(self) -> None:
         assert self.consumer is not None
@@ -154,14 +202,23 @@ class SchedulerService:
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=10.0)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.accounting is not None:
+            await self.accounting.stop()
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await self.pool.close()
         if self.dispatcher is not None:
+            acc, mnt = self.accounting, self.maintenance
             self.log.info(
                 "scheduler totals",
                 dispatched=self.dispatcher.dispatched,
                 republished=self.dispatcher.republished,
+                batches=self.dispatcher.batches,
+                reports=acc.reports if acc else 0,
+                folds=acc.folds if acc else 0,
+                demotions=acc.demotions if acc else 0,
+                promotions=mnt.promoted if mnt else 0,
+                expired_programs=mnt.expired if mnt else 0,
             )
 
 

@@ -45,14 +45,40 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
     _, defs = models_json_schema([(m, "serialization") for m in models.values()], ref_template=REF)
     schemas = defs.get("$defs", {})
 
+    trace_headers = {
+        "traceparent": {
+            "type": "string",
+            "description": "W3C trace context (optional): the services continue this trace. "
+            "Without it, every call of a program joins one trace derived from the program id "
+            "(docs/observability.md).",
+            "examples": ["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
+        },
+        "tracestate": {"type": "string", "description": "W3C trace state (optional)"},
+    }
+    js_headers = trace_headers | {
+        "Nats-Msg-Id": {
+            "type": "string",
+            "description": "JetStream de-duplication id (`<call_id>` into the scheduling "
+            "queue, `<call_id>:<attempt>` into dispatch)",
+        }
+    }
+    jetstream = {"ScheduleCall", "Dispatch"}
+    no_headers = {"CallAccepted", "TokenDelta", "CallFinal", "CallError", "ProgramReply"}
+
     def msg(name: str, summary: str) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": name,
             "title": name,
             "summary": summary,
             "contentType": "application/json",
-            "payload": {"$ref": REF.format(model=name)},
         }
+        if name not in no_headers:
+            out["headers"] = {
+                "type": "object",
+                "properties": js_headers if name in jetstream else trace_headers,
+            }
+        out["payload"] = {"$ref": REF.format(model=name)}
+        return out
 
     messages = {
         "CallRequest": msg("CallRequest", "One tagged LLM call: program, thread, parents, prompt."),

@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 # Each module exposes `register(app: typer.Typer) -> None`.
-COMMAND_MODULES = ("db", "up", "demo", "sim", "bench")
+COMMAND_MODULES = ("db", "up", "demo", "sim", "bench", "inspect")
 
 
 @app.callback()

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from autellix import telemetry
 from autellix.protocol import (
     CALL_REPLY,
     CallAccepted,
@@ -54,7 +55,6 @@ from autellix.protocol import (
     Usage,
     encode,
 )
-from autellix.telemetry import inject
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -190,12 +190,19 @@ class Client:
         """A program handle; use `async with` to open it and close it (also on error)."""
         return Program(self, program_id, dict(metadata or {}))
 
-    async def _program_request(self, subject: str, body: Any) -> ProgramReply:
+    async def _program_request(
+        self, subject: str, body: Any, trace_context: Any = None
+    ) -> ProgramReply:
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
 
         try:
-            msg = await self._nc.request(subject, encode(body), timeout=self.request_timeout)
+            msg = await self._nc.request(
+                subject,
+                encode(body),
+                timeout=self.request_timeout,
+                headers=telemetry.inject(context=trace_context) or None,
+            )
         except NoRespondersError as exc:
             raise CallFailed(_unavailable(subject)) from exc
         except NatsTimeout as exc:
@@ -217,8 +224,13 @@ class Client:
         self,
         request: CallRequest,
         timeout: float | None = None,  # noqa: ASYNC109 - a call's deadline, part of the API
+        *,
+        trace_context: Any = None,
     ) -> AsyncIterator[TokenDelta | CallResult]:
-        """Send one call; yield de-duplicated deltas, then the `CallResult` (raises on error)."""
+        """Send one call; yield de-duplicated deltas, then the `CallResult` (raises on error).
+
+        Traced as an `autellix.call` client span, a child of `trace_context` (a program's span
+        context) or of the current span; its W3C context travels with the request."""
         if self._nc is None:
             raise RuntimeError("client is not connected (use `async with Client(...)`)")
         token = f"{next(self._ids):x}"
@@ -233,8 +245,10 @@ class Client:
         tokens: list[int] = []
         texts: list[str] = []
         first_token_s: float | None = None
+        span = _call_span(request, trace_context)
+        outcome: CallResult | CallError | None = None
         try:
-            headers = inject() or None  # W3C trace context when the app traces with OTel
+            headers = telemetry.inject(context=_context_of(span)) or None
             await self._nc.publish(
                 self.subjects.submit, encode(request), reply=reply_to, headers=headers
             )
@@ -278,7 +292,7 @@ class Client:
                     yield reply
                 elif isinstance(reply, CallFinal):
                     final_tokens = reply.token_ids if reply.token_ids is not None else tokens
-                    yield CallResult(
+                    outcome = CallResult(
                         call_id=reply.call_id,
                         program_id=reply.program_id,
                         thread_id=request.thread_id,
@@ -294,23 +308,80 @@ class Client:
                         latency_s=time.monotonic() - start,
                         first_token_s=first_token_s,
                     )
+                    yield outcome
                     return
                 elif isinstance(reply, CallError):
                     raise CallFailed(reply)
+        except CallFailed as exc:
+            outcome = exc.error
+            raise
         finally:
             self._pending.pop(token, None)
+            _end_call_span(span, call_id, outcome)
 
     async def call(
         self,
         request: CallRequest,
         timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        trace_context: Any = None,
     ) -> CallResult:
         result: CallResult | None = None
-        async for item in self.submit(request, timeout):
+        async for item in self.submit(request, timeout, trace_context=trace_context):
             if isinstance(item, CallResult):
                 result = item
         assert result is not None
         return result
+
+
+def _call_span(request: CallRequest, parent: Any) -> Any:
+    """The client side of one call (no-op without an OTel SDK in this process)."""
+    from opentelemetry.trace import SpanKind
+
+    return telemetry.start_span(
+        "autellix.call",
+        parent,
+        kind=SpanKind.CLIENT,
+        program_id=request.program_id,
+        thread_id=request.thread_id,
+        parents=len(request.parent_ids) or None,
+        **{
+            "gen_ai.operation.name": "chat" if request.messages is not None else "text_completion",
+            "gen_ai.provider.name": "autellix",
+            "gen_ai.conversation.id": request.program_id,
+            "gen_ai.request.model": request.model,
+            "gen_ai.request.max_tokens": request.sampling.max_tokens,
+        },
+    )
+
+
+def _context_of(span: Any) -> Any:
+    from opentelemetry import trace
+
+    return trace.set_span_in_context(span)
+
+
+def _end_call_span(span: Any, call_id: str | None, outcome: CallResult | CallError | None) -> None:
+    if isinstance(outcome, CallResult):
+        telemetry.set_attributes(
+            span,
+            call_id=outcome.call_id,
+            engine_id=outcome.engine.engine_id,
+            level=outcome.level,
+            preemptions=outcome.preemptions,
+            **{
+                "gen_ai.response.id": outcome.call_id,
+                "gen_ai.response.model": outcome.engine.model,
+                "gen_ai.response.finish_reasons": [outcome.finish_reason],
+                "gen_ai.usage.input_tokens": outcome.usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": outcome.usage.completion_tokens,
+            },
+        )
+    else:
+        telemetry.set_attributes(span, call_id=call_id)
+        if isinstance(outcome, CallError):
+            telemetry.record_error(span, outcome.code.value, outcome.message)
+    span.end()
 
 
 def _unavailable(subject: str) -> CallError:
@@ -327,6 +398,10 @@ class _Caller:
     client: Client
     program_id: str | None
     thread_id: str
+
+    def _trace_context(self) -> Any:
+        """The program span's context: every call of the program is a child of it."""
+        return None
 
     def _request(
         self,
@@ -385,7 +460,7 @@ class _Caller:
             metadata,
             thread,
         )
-        return await self.client.call(req, timeout)
+        return await self.client.call(req, timeout, trace_context=self._trace_context())
 
     async def stream(
         self,
@@ -415,7 +490,7 @@ class _Caller:
             metadata,
             thread,
         )
-        async for item in self.client.submit(req, timeout):
+        async for item in self.client.submit(req, timeout, trace_context=self._trace_context()):
             yield item
 
 
@@ -431,9 +506,17 @@ class Thread(_Caller):
     def program_id(self) -> str | None:  # type: ignore[override]
         return self.program.program_id
 
+    def _trace_context(self) -> Any:
+        return self.program._trace_context()
+
 
 class Program(_Caller):
-    """One agentic program (the paper's session). Open/close go through the frontend."""
+    """One agentic program (the paper's session). Open/close go through the frontend.
+
+    Traced as one `autellix.program` span from open to close (when this process has an OTel
+    SDK): every call is a child, and the services continue the same trace, so the whole program
+    is one trace. Without an SDK the services still put it in one trace, derived from the
+    program id (see `autellix.telemetry`)."""
 
     def __init__(self, client: Client, program_id: str | None, metadata: dict[str, str]) -> None:
         self.client = client
@@ -441,27 +524,68 @@ class Program(_Caller):
         self.metadata = metadata
         self.thread_id = "main"
         self.closed: ProgramReply | None = None
+        self._span: Any = None
+
+    def _trace_context(self) -> Any:
+        return _context_of(self._span) if self._span is not None else None
 
     async def open(self) -> ProgramReply:
-        reply = await self.client._program_request(
-            self.client.subjects.program_open,
-            ProgramOpen(program_id=self.program_id, metadata=self.metadata),
-        )
-        if reply.status != "open":
-            raise CallFailed(
-                CallError(
-                    code=ErrorCode.program_closed, message=f"program {reply.program_id} is closed"
-                )
+        if self._span is None:
+            self._span = telemetry.start_span("autellix.program", None, program_id=self.program_id)
+        try:
+            reply = await self.client._program_request(
+                self.client.subjects.program_open,
+                ProgramOpen(program_id=self.program_id, metadata=self.metadata),
+                self._trace_context(),
             )
+        except CallFailed as exc:
+            self._end_span(exc.error)
+            raise
+        if reply.status != "open":
+            error = CallError(
+                code=ErrorCode.program_closed, message=f"program {reply.program_id} is closed"
+            )
+            self._end_span(error)
+            raise CallFailed(error)
         self.program_id = reply.program_id
+        telemetry.set_attributes(
+            self._span, program_id=reply.program_id, **{"gen_ai.conversation.id": reply.program_id}
+        )
         return reply
 
     async def close(self) -> ProgramReply:
         assert self.program_id is not None
-        self.closed = await self.client._program_request(
-            self.client.subjects.program_close, ProgramClose(program_id=self.program_id)
-        )
+        try:
+            self.closed = await self.client._program_request(
+                self.client.subjects.program_close,
+                ProgramClose(program_id=self.program_id),
+                self._trace_context(),
+            )
+        except CallFailed as exc:
+            self._end_span(exc.error)
+            raise
+        stats = self.closed.stats
+        if stats is not None and self._span is not None:
+            telemetry.set_attributes(
+                self._span,
+                calls=stats.calls,
+                service=stats.service,
+                waiting_s=stats.waiting_s,
+                **{
+                    "gen_ai.usage.input_tokens": stats.prompt_tokens,
+                    "gen_ai.usage.output_tokens": stats.completion_tokens,
+                },
+            )
+        self._end_span(None)
         return self.closed
+
+    def _end_span(self, error: CallError | None) -> None:
+        if self._span is None:
+            return
+        if error is not None:
+            telemetry.record_error(self._span, error.code.value, error.message)
+        self._span.end()
+        self._span = None
 
     def thread(self, name: str) -> Thread:
         return Thread(self, name)
@@ -471,6 +595,8 @@ class Program(_Caller):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if exc[1] is not None and self._span is not None:
+            telemetry.record_error(self._span, type(exc[1]).__name__, str(exc[1]))
         if self.program_id is not None:
             try:
                 await self.close()

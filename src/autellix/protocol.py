@@ -304,10 +304,34 @@ class Dispatch(_Msg):
     )
     accepted_at: datetime
     trace: dict[str, str] = Field(default_factory=dict)
+    tiebreak: float = Field(
+        default=0.0,
+        description="order inside a level, lower first (program arrival or call issue, epoch s)",
+    )
+    min_run_tokens: int = Field(
+        default=0, ge=0, description="a run younger than this many tokens is not preempted"
+    )
+    prefill_weight: float = Field(
+        default=0.0, ge=0.0, description="service units per computed (uncached) prompt token"
+    )
+    resume_service: float = Field(
+        default=0.0, ge=0.0, description="service already attained (continuation after a loss)"
+    )
+    resume_run_s: float = Field(
+        default=0.0, ge=0.0, description="seconds already run (continuation after a loss)"
+    )
+    control_seq: int = Field(
+        default=0, ge=0, description="the call's Control seq this Dispatch already reflects"
+    )
 
 
 class Control(_Msg):
-    """Scheduler → engine control (idempotent): preempt a call, move it to a level, cancel it."""
+    """Scheduler → engine control (idempotent): preempt a call, move it to a level, cancel it.
+
+    `seq` is the call's control counter in Postgres (`calls.control_seq`, bumped in the same
+    statement that records the decision), so it grows across scheduler replicas; an engine
+    ignores a message whose `seq` is not above the last one it applied to that call.
+    """
 
     type: Literal["control"] = "control"
     action: Literal["preempt", "set_level", "cancel"]
@@ -315,6 +339,9 @@ class Control(_Msg):
     level: int | None = None
     reason: str = ""
     seq: int = 0
+    tiebreak: float | None = Field(
+        default=None, description="new order key inside the level (anti-starvation age rule)"
+    )
 
 
 class EngineHeartbeat(_Msg):
@@ -340,6 +367,10 @@ class CallProgress(_Msg):
     thread_id: str
     tokens: int = Field(description="completion tokens generated so far")
     running: bool
+    service: float | None = Field(
+        default=None, description="attained service units so far (tokens + weighted prefill)"
+    )
+    run_s: float | None = Field(default=None, description="seconds admitted in a batch so far")
 
 
 class ServiceReport(_Msg):

@@ -4,8 +4,9 @@ Why: this machine (and CI) cannot fetch weights, but vLLM's speed depends only o
 *shape*, not its weights. A `config.json` in a directory plus `load_format="dummy"` gives a real
 engine with real timing: a tiny shape for fast tests, a "bench" shape whose batch step takes tens
 of milliseconds on this 2-core CPU (so scheduling decisions matter at a visible scale), and the
-real Llama-3.1-8B shape for GPU runs. There is no tokenizer: use token-id prompts and
-`skip_tokenizer_init=True`.
+real Llama-3.1-8B shape for GPU runs. By default there is no tokenizer (token-id prompts,
+`skip_tokenizer_init=True`); `write_tokenizer` adds a small word-level one built offline with
+`tokenizers` (plus a chat template), so text and chat prompts can be tested without a download.
 """
 
 from __future__ import annotations
@@ -169,3 +170,71 @@ def make_preset(directory: str | Path, preset: str) -> Path:
     except KeyError:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}") from None
     return write_model_dir(directory, shape)
+
+
+# Special tokens of the test tokenizer; ids 0-2 match the Llama config's bos/eos (1/2).
+SPECIAL_TOKENS = (
+    "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|developer|>",
+    "<|end|>",
+)  # fmt: skip
+_COMMON_WORDS = (
+    "the a an of to and in is it you that he was for on are with as i his they be at one have this "
+    "from or had by hot word but what some we can out other were all there when up use your how "
+    "said each she which do their time if will way about many then them write would like so these "
+    "her long make thing see him two has look more day could go come did number sound no most "
+    "people my over know water than call first who may down side been now find hello world plan "
+    "trip summarize search tool answer question agent program"
+).split()
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def write_tokenizer(directory: str | Path, vocab_size: int) -> Path:
+    """Write a word-level `tokenizer.json` with exactly `vocab_size` ids, and its config.
+
+    Why word-level: it is built in microseconds without training data or downloads, covers every
+    id the model can emit (so every output detokenizes), and lowercase words, letters, digits and
+    punctuation cover any text (an unknown word becomes `<unk>`). Not a real tokenizer: its only
+    job is to let the engine's text and chat paths run for real in tests.
+    """
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    vocab: dict[str, int] = {}
+    for tok in (*SPECIAL_TOKENS, *string.ascii_lowercase, *string.digits, *string.punctuation):
+        vocab.setdefault(tok, len(vocab))
+    for word in _COMMON_WORDS:
+        vocab.setdefault(word, len(vocab))
+    if len(vocab) > vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} is below the {len(vocab)} base tokens")
+    filler = 0
+    while len(vocab) < vocab_size:
+        vocab.setdefault(f"w{filler}", len(vocab))
+        filler += 1
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces, tidies punctuation
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok.save(str(path / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "chat_template": CHAT_TEMPLATE,
+        "model_max_length": 1 << 20,
+    }
+    (path / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def make_preset_with_tokenizer(directory: str | Path, preset: str) -> Path:
+    """`make_preset` plus `write_tokenizer` sized to the preset's vocabulary."""
+    path = make_preset(directory, preset)
+    return write_tokenizer(path, PRESETS[preset].vocab_size)

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 
 class BackendError(Exception):
-    """A request the backend cannot serve; `code` is a protocol error code (e.g. prompt_too_long)."""
+    """A request the backend cannot serve; `code` is a protocol error code (prompt_too_long...)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -20,7 +20,13 @@ Why it is shaped like this:
   counts, KV-cache usage and prefix-cache hits; it is fed by every engine step vLLM already does.
 * **Dummy models.** `model="dummy:<preset>"` writes a dummy-weight Llama config
   (`autellix.tinymodel`) and loads it with `load_format="dummy"`: real engine, real timing, no
-  download, no tokenizer (token-id prompts only).
+  download, no tokenizer (token-id prompts only) unless `dummy_tokenizer=true`, which adds a small
+  offline word-level tokenizer with a chat template (so text and chat prompts run for real).
+* **A dead engine is reported, not hidden.** `dead` turns true once vLLM's engine core is gone;
+  the engine service then hands its calls back to the schedulers and exits non-zero.
+* **No orphans.** vLLM's engine-core and worker processes outlive a SIGKILLed parent (measured:
+  still running 20 s later, holding their memory). A tiny watchdog process (no imports until it
+  acts) kills exactly those processes when this one dies.
 
 vLLM is imported lazily (in `start`), so importing this module is cheap.
 """
@@ -34,6 +40,8 @@ import gc
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -77,6 +85,7 @@ class VllmBackendConfig:
     seed: int = 0
     log_stats: bool = False  # vLLM's own periodic stat lines
     model_dir: str | None = None  # where dummy presets are written (default: a cache dir)
+    dummy_tokenizer: bool = False  # dummy presets: add the offline test tokenizer + chat template
     engine_args: dict[str, Any] = field(default_factory=dict)  # passed through to AsyncEngineArgs
 
     @classmethod
@@ -99,7 +108,13 @@ class VllmBackendConfig:
         return cfg
 
 
-_BOOL_FIELDS = {"enable_prefix_caching", "skip_tokenizer_init", "enforce_eager", "log_stats"}
+_BOOL_FIELDS = {
+    "enable_prefix_caching",
+    "skip_tokenizer_init",
+    "enforce_eager",
+    "log_stats",
+    "dummy_tokenizer",
+}
 _INT_FIELDS = {"max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size", "seed"}
 _FLOAT_FIELDS = {"gpu_memory_utilization", "kv_cache_gib"}
 _OPTIONAL_FIELDS = {
@@ -194,7 +209,9 @@ class VllmBackend:
         self._tokenizer: Any = None
         self._stats = _StatsRecorder()
         self._inflight = 0
+        self._died = False
         self._ipc_dir: str | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self._vllm: Any = None  # lazily imported names
 
     # ------------------------------------------------------------------ lifecycle
@@ -218,8 +235,14 @@ class VllmBackend:
                     f"unknown dummy preset {preset!r}; choose {sorted(PRESETS)}",
                 )
             root = Path(cfg.model_dir or Path.home() / ".cache" / "autellix" / "models")
-            model = str(make_preset(root / preset, preset))
-            load_format, skip_tok = "dummy", True
+            if cfg.dummy_tokenizer:
+                from autellix.tinymodel import make_preset_with_tokenizer
+
+                model = str(make_preset_with_tokenizer(root / f"{preset}-tok", preset))
+                load_format, skip_tok = "dummy", False
+            else:
+                model = str(make_preset(root / preset, preset))
+                load_format, skip_tok = "dummy", True
             if dtype == "auto" and not _has_cuda():
                 dtype = PRESETS[preset].torch_dtype
         enforce_eager = cfg.enforce_eager if cfg.enforce_eager is not None else not _has_cuda()
@@ -259,7 +282,7 @@ class VllmBackend:
             return
         args = self.engine_args()
         t0 = time.monotonic()
-        self._ipc_dir = tempfile.mkdtemp(prefix="autellix-vllm-")
+        self._ipc_dir = _ipc_dir()
         try:
             # The thread stores the engine itself: a returned value would stay referenced by the
             # executor's futures and keep AsyncLLM alive after stop().
@@ -280,11 +303,12 @@ class VllmBackend:
         self.kv_capacity_tokens = blocks * self.block_size if blocks else None
         self.vocab_size = vcfg.model_config.get_vocab_size()
         self._tokenizer = self._engine.tokenizer
+        self._watchdog = _start_watchdog()
 
     def _construct(self, args: dict[str, Any]) -> None:
         from vllm import SamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.exceptions import VLLMValidationError
+        from vllm.exceptions import GracefulHTTPError, VLLMClientError, VLLMValidationError
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
         from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
@@ -293,6 +317,8 @@ class VllmBackend:
             "SamplingParams": SamplingParams,
             "DELTA": RequestOutputKind.DELTA,
             "VLLMValidationError": VLLMValidationError,
+            "VLLMClientError": VLLMClientError,
+            "GracefulHTTPError": GracefulHTTPError,
             "EngineDeadError": EngineDeadError,
             "EngineGenerateError": EngineGenerateError,
         }
@@ -310,6 +336,12 @@ class VllmBackend:
                 os.environ["TMPDIR"] = saved_env
             tempfile.tempdir = saved_tempdir
 
+    @property
+    def dead(self) -> bool:
+        """True once the engine core is gone (crashed, killed, out of memory at start of a step):
+        nothing this backend serves can finish any more."""
+        return self._died or (self._engine is not None and bool(self._engine.errored))
+
     async def stop(self) -> None:
         """Shut the engine down (its processes exit; in-flight streams end with engine_failed)."""
         engine, self._engine = self._engine, None
@@ -322,6 +354,10 @@ class VllmBackend:
             await asyncio.to_thread(engine.shutdown)
             del engine
             gc.collect()  # let AsyncLLM.__del__ run now, not at interpreter exit
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            await asyncio.to_thread(self._watchdog.wait)
+            self._watchdog = None
         self._cleanup_ipc_dir()
 
     def _cleanup_ipc_dir(self) -> None:
@@ -341,7 +377,8 @@ class VllmBackend:
     def detokenize(self, token_ids: list[int]) -> str | None:
         if self._tokenizer is None:
             return None
-        return str(self._tokenizer.decode(token_ids))
+        # like vLLM's own default (SamplingParams.skip_special_tokens): no <eos> etc. in text
+        return str(self._tokenizer.decode(token_ids, skip_special_tokens=True))
 
     def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
         """Token ids for chat messages using the model's own chat template."""
@@ -449,14 +486,16 @@ class VllmBackend:
                     continue
                 yield chunk
         except v["EngineDeadError"] as exc:
+            self._died = True
             raise BackendError("engine_failed", f"vLLM engine died: {exc}") from exc
-        except v["VLLMValidationError"] as exc:
-            code = "prompt_too_long" if "maximum model length" in str(exc) else "validation_error"
-            raise BackendError(code, str(exc)) from exc
+        except v["VLLMClientError"] as exc:  # validation (out-of-vocabulary ids, lengths, ...)
+            text = str(exc)
+            code = "prompt_too_long" if "maximum model length" in text else "validation_error"
+            raise BackendError(code, f"vLLM rejected the request: {text}") from exc
+        except v["GracefulHTTPError"] as exc:  # admission control (queue full)
+            raise BackendError("engine_failed", f"vLLM refused the request: {exc}") from exc
         except v["EngineGenerateError"] as exc:
-            raise BackendError(
-                "engine_failed", f"vLLM failed the request: {exc.__cause__}"
-            ) from exc
+            raise _generate_error(exc.__cause__) from exc
         finally:
             self._inflight -= 1
             await stream.aclose()
@@ -481,6 +520,67 @@ class VllmBackend:
             kv_cache_usage=s.kv_usage,
             prefix_cache_hit_rate=(s.prefix_hits / s.prefix_queries) if s.prefix_queries else None,
         )
+
+
+# Runs in its own small process: waits until its parent (the engine) is gone, then kills the
+# processes vLLM spawned for it (identified by pid *and* start time, so a recycled pid is safe).
+_WATCHDOG = """
+import os, sys, time
+parent = int(sys.argv[1])
+while os.getppid() == parent:
+    time.sleep(0.5)
+import psutil
+for arg in sys.argv[2:]:
+    pid, started = arg.split(":")
+    try:
+        p = psutil.Process(int(pid))
+        if round(p.create_time() * 1000) == int(started):
+            p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _start_watchdog() -> subprocess.Popen[bytes] | None:
+    """Start the orphan watchdog for this process's current descendants (vLLM's processes)."""
+    import psutil
+
+    try:
+        family = psutil.Process().children(recursive=True)
+        args = [f"{p.pid}:{round(p.create_time() * 1000)}" for p in family]
+    except psutil.Error:
+        return None
+    if not args:
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _ipc_dir() -> str:
+    """A fresh directory for vLLM's IPC sockets. ZMQ socket paths are limited to 107 bytes and
+    vLLM appends a 36-character uuid, so a deep TMPDIR (pytest's tmp_path, say) falls back to
+    /tmp rather than failing at start-up."""
+    path = tempfile.mkdtemp(prefix="autellix-vllm-")
+    if len(path) > 60 and Path("/tmp").is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+        path = tempfile.mkdtemp(prefix="autellix-vllm-", dir="/tmp")
+    return path
+
+
+def _generate_error(cause: BaseException | None) -> BackendError:
+    """A typed error for a request vLLM failed: out of memory is told apart from other faults
+    (code `out_of_memory`; a protocol without that code shows it as engine_failed)."""
+    text = f"{type(cause).__name__}: {cause}" if cause is not None else "unknown error"
+    oom = type(cause).__name__ == "OutOfMemoryError" or "out of memory" in text.lower()
+    if oom:
+        return BackendError("out_of_memory", f"vLLM ran out of memory serving the request: {text}")
+    if isinstance(cause, ValueError | TypeError):
+        return BackendError("validation_error", f"vLLM rejected the request: {text}")
+    return BackendError("engine_failed", f"vLLM failed the request: {text}")
 
 
 def _has_cuda() -> bool:

@@ -28,8 +28,11 @@ def up(
     ] = None,
     schedulers: Annotated[int, typer.Option(min=1, help="scheduler replicas")] = 1,
     http_port: Annotated[
-        int | None, typer.Option(help="serve the OpenAI-compatible HTTP API on this port")
-    ] = None,
+        int,
+        typer.Option(
+            min=0, max=65535, help="serve the OpenAI-compatible HTTP API on this port (0 = off)"
+        ),
+    ] = 8000,
     data_dir: Annotated[
         Path | None, typer.Option(help="embedded servers' data (default: user data dir)")
     ] = None,
@@ -50,7 +53,7 @@ def up(
             EngineConfig("sim", engine_batch, tuple(engine_arg or ())) for _ in range(engines)
         ],
         schedulers=schedulers,
-        http_port=http_port,
+        http_port=http_port or None,
         data_dir=data_dir,
         ephemeral=ephemeral,
         log_dir=log_dir,

@@ -8,6 +8,9 @@ The rule (paper, Algorithm 1, with our tie and cap decisions):
   *strictly* lower queue (ties keep the running call: no thrashing between equals), and at most
   `max_preemptions` per step (the kungfu-team fork found one per step enough to avoid thrash).
   If preempting the allowed victims would still not make room, nothing is preempted.
+- A running call marked `protected` (it has decoded fewer than the policy's `min_run_tokens` in
+  its current run) is never a victim: the next lowest-ranked unprotected call is taken instead.
+  This stops a call from ping-ponging in and out of the batch, paying its prefill each time.
 - Keys are tuples `(level, tiebreak, ...)`; only `level` decides preemption, the whole tuple decides
   order (lower = sooner).
 
@@ -52,6 +55,7 @@ class Candidate:
     key: tuple[float, ...]
     running: bool
     kv_tokens: int = 0
+    protected: bool = False  # running, but too young in its run to be preempted
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,8 @@ def plan_batch(
                 break
             if len(victims) >= budget or not r.key[0] > w.key[0]:
                 break
+            if r.protected:
+                continue
             victims.append(r)
             s += 1
             kv -= r.kv_tokens

@@ -40,6 +40,10 @@ class PolicyConfig:
     starvation: StarvationConfig = NO_STARVATION
     units: ServiceUnits = field(default_factory=ServiceUnits)
     max_preemptions_per_step: int = 1
+    # A call that has decoded fewer than this many tokens in its current run (since admission or
+    # resumption) is not a victim of priority preemption (KV exhaustion ignores it): stops calls
+    # ping-ponging in and out of the batch, each time paying their prefill again.
+    min_run_tokens: int = 0
     preemption: PreemptionCost = field(default_factory=PreemptionCost)
     oracle: bool = False  # reads future program work: simulator only
     # FCFS inside a queue by the call's issue time ("call") or its program's arrival ("program")
@@ -59,10 +63,15 @@ class PolicyConfig:
 
 
 _PAPER_STARVATION = StarvationConfig()
+# Every preemptive policy (baselines included) protects a run's first 16 decoded tokens from
+# priority preemption (docs/scheduling.md, "Preemption thrash"); the paper's worked example
+# uses 0.
+MIN_RUN_TOKENS = 16
 # Program-aware policies order calls inside a queue by program arrival (docs/scheduling.md: keeps
 # a program's calls together, which keeps its prefix cached; the paper's call order is ablated).
 _PROGRAM_AWARE: dict[str, Any] = {
     "preemptive": True,
+    "min_run_tokens": MIN_RUN_TOKENS,
     "starvation": _PAPER_STARVATION,
     "within_level": "program",
 }
@@ -72,11 +81,17 @@ POLICIES: dict[str, PolicyConfig] = {
     for p in (
         PolicyConfig("fcfs-nocache", PriorityKind.FCFS, prefix_caching=False),
         PolicyConfig("fcfs", PriorityKind.FCFS),
-        PolicyConfig("mlfq", PriorityKind.CALL, preemptive=True),
+        PolicyConfig("mlfq", PriorityKind.CALL, preemptive=True, min_run_tokens=MIN_RUN_TOKENS),
         PolicyConfig("plas", PriorityKind.PLAS, **_PROGRAM_AWARE),
         PolicyConfig("atlas", PriorityKind.ATLAS, **_PROGRAM_AWARE),
         PolicyConfig("atlas-exact", PriorityKind.ATLAS_EXACT, **_PROGRAM_AWARE),
-        PolicyConfig("srpt", PriorityKind.SRPT, preemptive=True, oracle=True),
+        PolicyConfig(
+            "srpt",
+            PriorityKind.SRPT,
+            preemptive=True,
+            oracle=True,
+            min_run_tokens=MIN_RUN_TOKENS,
+        ),
     )
 }
 

@@ -5,6 +5,11 @@ beyond any shared cached prefix), (b) *pinned* cache entries in use as a running
 (c) *unpinned* cache entries: contexts of finished or preempted calls kept for reuse, evicted least
 recently used first whenever (a)+(b)+(c) would exceed capacity (vLLM's free-block evictor).
 
+Eviction trims the least recently used entry *from its tail*, only as many tokens as are needed:
+vLLM V1 frees a request's blocks in reverse order (its last block becomes the first eviction
+candidate) and evicts block by block, so a partly evicted context keeps its head, and a later
+call can still reuse that head. Evicting whole entries would throw away more than vLLM does.
+
 Entries are keyed by int: a program's context (its latest/longest finished call) or a preempted
 call's own tokens. The simulator decides what is reusable; this class only does the accounting.
 """
@@ -84,10 +89,18 @@ class KVCache:
         return self.private + self.pinned_sum
 
     def evict(self) -> None:
-        """Drop least recently used unpinned entries until everything fits."""
+        """Trim least recently used unpinned entries, tail first, until everything fits."""
         over = self.private + self.pinned_sum + self.lru_sum - self.capacity
-        while over > 0 and self.free_lru:
-            _, t = self.free_lru.popitem(last=False)
-            self.lru_sum -= t
-            self.evicted += t
-            over -= t
+        lru = self.free_lru
+        while over > 0 and lru:
+            key = next(iter(lru))
+            t = lru[key]
+            if t <= over:
+                del lru[key]
+                cut = t
+            else:
+                lru[key] = t - over  # assigning an existing key keeps its LRU position
+                cut = over
+            self.lru_sum -= cut
+            self.evicted += cut
+            over -= cut

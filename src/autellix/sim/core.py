@@ -190,7 +190,7 @@ class _Engine:
         self.n_waiting = 0
         self.wheap: list = []  # (lvl, tb, uid, ver, call)
         self.rheap: list = []  # (-lvl, -tb, -uid, ver, call): worst running first
-        self.sheap: list = []  # (step, kind, uid, run_id, call): finish=0 / cross=1
+        self.sheap: list = []  # (step, kind, uid, run_id, call): finish=0 / cross=1 / unprotect=2
         self.deadlines: list = []  # (time, uid, wait_id, call)
         self.idle = True
         self.ver = 0
@@ -243,6 +243,8 @@ class Simulator:
         self.pw = policy.units.prefill_weight
         self.by_program = policy.within_level == "program"
         self.cap = max(0, policy.max_preemptions_per_step)
+        self.min_run = max(0, policy.min_run_tokens) if policy.preemptive else 0
+        self.block = max(1, profile.block_size)
         self.swap = policy.preemption.mode is PreemptionMode.SWAP
         self.swap_tok = profile.swap_s_per_token
         self.watermark = int(kv_watermark * profile.kv_capacity_tokens)
@@ -255,6 +257,7 @@ class Simulator:
         self.n_events = 0
         self.n_boundaries = 0
         self.prio_preempt = 0
+        self.young_preempt = 0  # priority preemptions of a run that decoded < 4 tokens
         self.kv_preempt = 0
         self.promotions = 0
         self.recomputed = 0
@@ -466,7 +469,7 @@ class Simulator:
                 continue
             if kind == 0:
                 self._finish(e, c, t)
-            else:
+            elif kind == 1:
                 self._cross(e, c, step)
         # anti-starvation deadlines
         dl = e.deadlines
@@ -599,20 +602,31 @@ class Simulator:
             heapq.heappush(e.sheap, (s, 1, c.uid, c.run_id, c))
 
     # ------------------------------------------------------------------ admission
-    def _kv_need(self, e: _Engine, c: _Call) -> tuple[int, int, int]:
-        """(prefix reused from the program entry, own tokens reusable, KV tokens to hold)."""
+    def _kv_need(self, e: _Engine, c: _Call) -> tuple[int, int, int, int]:
+        """(prefix reused from the program entry, own tokens reusable, KV tokens to hold, tokens
+        served from the cache: at most ctx - 1, rounded down to whole KV blocks).
+
+        A preempted call's own tokens (entry `ckey`) continue its previous run's prefix at
+        position `c.reuse`; they are usable only if the program entry still covers that prefix
+        (vLLM chains block hashes: a lost block makes every later block unreachable). vLLM
+        caches and matches full blocks only.
+        """
         ctx = c.prompt + c.gen
         if self.swap and c.gen:
-            return 0, ctx, ctx
+            return 0, ctx, ctx, ctx
         reuse = own = 0
         hold = 0
         if self.caching:
             kv = e.kv
             reuse = min(c.prefix, kv.lookup(c.prog.key))
             hold = kv.unpinned_tokens(c.prog.key) if reuse else 0
-            if c.gen and (reuse >= c.reuse):
-                own = min(kv.lookup(c.ckey), ctx - reuse)
-        return reuse, own, hold + ctx - reuse
+            if c.gen and reuse >= c.reuse:
+                own = max(0, min(c.reuse + kv.lookup(c.ckey), ctx) - reuse)
+        # vLLM computes at least the last token (it needs its logits), then rounds to blocks
+        hit = max(0, min(reuse + own, ctx - 1))
+        if self.block > 1:
+            hit -= hit % self.block
+        return reuse, own, hold + ctx - reuse, hit
 
     def _admit(self, e: _Engine, t: float) -> None:
         maxn = self.profile.max_num_seqs
@@ -624,30 +638,56 @@ class Simulator:
             w = self._best_waiting(e)
             if w is None:
                 return
-            reuse, own, need = self._kv_need(e, w)
-            new_tok = w.prompt + w.gen - reuse - own
+            reuse, own, need, hit = self._kv_need(e, w)
+            new_tok = w.prompt + w.gen - hit
             if budget and e.prefill and e.prefill + new_tok > budget:
                 return  # prefill budget of this iteration spent
             # room for the call and for the next iteration's token of every running call
             fits = kv.held() + need + e.n_gen + (w.output > 0) <= cap_tokens
             if len(e.running) < maxn and (fits or not e.running):
-                self._start(e, w, t, reuse, own)
+                self._start(e, w, t, reuse, own, hit)
                 continue
             if not self.preemptive:
                 return
-            r = self._worst_running(e)
+            r = self._victim(e, w.lvl)
             if preempts >= self.cap:
                 # the cap, not the ranks, stops preemption: continue next iteration
-                if r is not None and r.lvl > w.lvl:
+                if r is not None:
                     e.cap_hit = True
                 return
-            if r is None or not (r.lvl > w.lvl):
+            if r is None:
                 return
+            if e.step - r.admit_step < 4:
+                self.young_preempt += 1
             self._preempt(e, r, t)
             self.prio_preempt += 1
             preempts += 1
 
-    def _start(self, e: _Engine, c: _Call, t: float, reuse: int, own: int) -> None:
+    def _victim(self, e: _Engine, lvl: float) -> _Call | None:
+        """The running call a priority preemption takes for a waiting call of rank `lvl`: the
+        lowest-ranked one in a strictly lower queue that has run `min_run_tokens` in its current
+        run (younger runs are protected, so a call cannot ping-pong in and out of the batch)."""
+        r = self._worst_running(e)
+        if r is None or not (r.lvl > lvl):
+            return None
+        if not self.min_run or e.step - r.admit_step >= self.min_run:
+            return r
+        rh = e.rheap
+        held = []
+        found = None
+        while True:
+            held.append(heapq.heappop(rh))
+            r = self._worst_running(e)
+            if r is None or not (r.lvl > lvl):
+                break
+            if e.step - r.admit_step >= self.min_run:
+                found = r
+                break
+        for x in held:
+            heapq.heappush(rh, x)
+        return found
+
+    def _start(self, e: _Engine, c: _Call, t: float, reuse: int, own: int, hit: int) -> None:
         e.n_waiting -= 1
         prog = c.prog
         dt = t - c.wait_since
@@ -672,7 +712,7 @@ class Simulator:
             if c.gen:
                 kv.take(c.ckey)  # own tokens become private again (or are stale: dropped)
             c.reuse = reuse
-            new_tok = ctx - reuse - own
+            new_tok = ctx - hit
             priv = ctx - reuse
             if not first:
                 self.recomputed += new_tok
@@ -681,7 +721,7 @@ class Simulator:
         if self.records is not None:
             self._pending_prefill[c.uid] = (t, new_tok)
         if first:
-            prog.cached += reuse
+            prog.cached += hit
         e.prefill += new_tok
         e.prefill_attn += new_tok * ctx
         c.used += self.pw * new_tok
@@ -701,7 +741,11 @@ class Simulator:
             e.ctx_new += ctx
             e.new_gen += 1
         heapq.heappush(e.rheap, (-c.lvl, -c.tb, -c.uid, c.ver, c))
-        heapq.heappush(e.sheap, (e.step + max(1, c.output - c.gen), 0, c.uid, c.run_id, c))
+        steps = max(1, c.output - c.gen)
+        heapq.heappush(e.sheap, (e.step + steps, 0, c.uid, c.run_id, c))
+        if self.min_run and self.min_run < steps:
+            # a boundary when the run's protection ends, so a waiting call can preempt it then
+            heapq.heappush(e.sheap, (e.step + self.min_run, 2, c.uid, c.run_id, c))
         self._push_cross(e, c, e.step)
 
     def _stop(self, e: _Engine, c: _Call, t: float) -> int:
@@ -741,11 +785,13 @@ class Simulator:
             c.reuse = 0
             e.swap_s += self.swap_tok * ctx
         else:
+            # vLLM frees a request's blocks tail first, so its own tokens become eviction
+            # candidates before the program prefix it shares: store them first (older in LRU).
+            if self.caching:
+                kv.put(c.ckey, ctx - c.reuse)
             if c.pinned:
                 kv.unpin(c.prog.key)
                 c.pinned = False
-            if self.caching:
-                kv.put(c.ckey, ctx - c.reuse)
         c.wait_since = t
         self._enqueue(e, c, t)
 
@@ -859,6 +905,7 @@ class Simulator:
             call_records=self.records,
             stats={
                 "priority_preemptions": float(self.prio_preempt),
+                "young_preemptions": float(self.young_preempt),
                 "kv_preemptions": float(self.kv_preempt),
                 "promotions": float(self.promotions),
                 "recomputed_tokens": float(self.recomputed),

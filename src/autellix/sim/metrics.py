@@ -10,6 +10,12 @@ lightest swept rate), a policy's sustainable rate is where its average latency p
 rises above L*, interpolated linearly between the two swept rates around the crossing. A policy
 still under L* at the highest swept rate gives only a lower bound (`bound: "lower"`); one already
 above L* at the lightest rate gives an upper bound (`bound: "upper"`, rate = the lightest rate).
+
+Absolute SLOs (`sustainable_absolute`): the same crossing at fixed latencies per token in seconds.
+Why both: an engine's step grows with its batch (the A100 profile's step goes from 10.5 ms at one
+sequence to ~50 ms at 256), so L* = m x the light-load latency is reached at m = 2 (often m = 5)
+while no call waits yet, where every work-conserving policy ties. A fixed SLO says what a user
+would state ("at most 0.1 s per token") and is comparable across workloads.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 from autellix.sim.results import ProgramOutcome, SimRun
 
 LEVELS = (2, 5, 10)
+ABSOLUTE_SLOS = (0.05, 0.1, 0.2, 0.5)  # s/token
 BASELINES = ("fcfs-nocache", "fcfs", "mlfq", "srpt")
 METRIC = "avg_latency_per_token_s"
 
@@ -139,15 +146,44 @@ def sustainable(
         "lightest_rate": lightest,
         "reference_latency_per_token_s": base,
         "slo_s_per_token": {str(m): m * base for m in levels},
-        "policies": {},
+        "policies": _crossings(by_policy, {str(m): m * base for m in levels}, baselines),
     }
-    found: dict[str, dict[str, tuple[float, str]]] = {}
-    for pol, pts in by_policy.items():
-        found[pol] = {str(m): crossing_rate(pts, m * base) for m in levels}
+    return out
+
+
+def sustainable_absolute(
+    runs: Sequence[dict[str, Any]],
+    slos: Sequence[float] = ABSOLUTE_SLOS,
+    baselines: Sequence[str] = BASELINES,
+    metric: str = METRIC,
+) -> dict[str, Any]:
+    """Sustainable rates at fixed SLOs (s/token), keyed by the SLO as a string (see module
+    docstring); same shape as `sustainable`'s `policies`."""
+    by_policy: dict[str, list[tuple[float, float]]] = {}
+    for r in runs:
+        by_policy.setdefault(r["policy"], []).append((float(r["rate"]), float(r[metric])))
+    if not by_policy:
+        return {}
+    return {
+        "metric": metric,
+        "slo_s_per_token": {f"{x:g}": float(x) for x in slos},
+        "policies": _crossings(by_policy, {f"{x:g}": float(x) for x in slos}, baselines),
+    }
+
+
+def _crossings(
+    by_policy: dict[str, list[tuple[float, float]]],
+    slos: dict[str, float],
+    baselines: Sequence[str],
+) -> dict[str, Any]:
+    """Per policy and SLO key: crossing rate, its bound and its ratio to each baseline."""
+    found = {
+        pol: {k: crossing_rate(pts, v) for k, v in slos.items()} for pol, pts in by_policy.items()
+    }
+    policies: dict[str, Any] = {}
     for pol in by_policy:
         entry: dict[str, Any] = {}
-        for m in levels:
-            key = str(m)
+        for key in slos:
             rate, bound = found[pol][key]
             ratios: dict[str, Any] = {}
             for b in baselines:
@@ -164,8 +200,8 @@ def sustainable(
                 "lower_bound": bound == "lower",
                 "ratio_to": ratios,
             }
-        out["policies"][pol] = entry
-    return out
+        policies[pol] = entry
+    return policies
 
 
 def all_crossed(sust: dict[str, Any], level: float = max(LEVELS)) -> bool:

@@ -30,12 +30,22 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
 
 
-def sustainable_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: per policy and m, the sustainable rate and its ratio to each baseline."""
-    sust = payload["sustainable"]
+def sustainable_rows(
+    payload: dict[str, Any], block: str = "sustainable"
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per policy and m (or fixed SLO, `block="sustainable_absolute"`), the
+    sustainable rate and its ratio to each baseline."""
+    sust = payload.get(block) or {}
     pols = list(sust.get("policies", {}))
     baselines = [b for b in ("fcfs-nocache", "fcfs", "mlfq", "srpt") if b in pols]
-    header = ["policy", "m", "L* (s/tok)", "rate (prog/s)", *[f"vs {b}" for b in baselines]]
+    first = "m" if block == "sustainable" else "SLO"
+    header = [
+        "policy",
+        first,
+        "L* (s/tok)",
+        "rate (prog/s)",
+        *[f"vs {b}" for b in baselines],
+    ]
     rows = []
     for pol in pols:
         for m, e in sust["policies"][pol].items():
@@ -110,6 +120,16 @@ def markdown(payload: dict[str, Any]) -> str:
         "",
         _md_table(*sustainable_rows(payload)),
     ]
+    if payload.get("sustainable_absolute"):
+        out += [
+            "",
+            "## Throughput at fixed SLOs (absolute s/token)",
+            "",
+            "The same crossing at fixed latencies per token, independent of the light-load "
+            "latency (which batch growth alone multiplies several times before anything waits).",
+            "",
+            _md_table(*sustainable_rows(payload, "sustainable_absolute")),
+        ]
     load = payload.get("at_load")
     if load:
         out += [

@@ -52,6 +52,10 @@ class SweepConfig:
     burst_cv: float = 3.0
     sim_options: dict[str, Any] = field(default_factory=dict)
     jobs: int = 2
+    # Named policy variants for ablations: label -> (policy name, simulate() options). A label
+    # listed in `policies` runs its base policy with `sim_options` updated by these options and
+    # is reported under the label.
+    variants: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -82,22 +86,23 @@ def _run_one(policy: str, rate: float) -> dict[str, Any]:
     cfg = _CFG
     t0 = time.perf_counter()
     progs = with_arrivals(_PROGRAMS, rate, cfg.seed, cfg.arrival, cfg.burst_cv)
-    run = _SIM(
-        progs,
-        policy=policy,
-        engines=cfg.engines,
-        profile=cfg.profile,
-        balancer=cfg.balancer,
-        seed=cfg.seed,
-        **cfg.sim_options,
-    )
+    label = policy
+    options = dict(cfg.sim_options)
+    if policy in cfg.variants:
+        policy, extra = cfg.variants[label]
+        options.update(extra)
+    options.setdefault("balancer", cfg.balancer)
+    options.setdefault("engines", cfg.engines)
+    run = _SIM(progs, policy=policy, profile=cfg.profile, seed=cfg.seed, **options)
+    if label != policy:
+        run.policy = label
     return run_record(
         run,
         workload=cfg.workload,
         rate=rate,
-        engines=cfg.engines,
+        engines=options["engines"],
         profile=cfg.profile,
-        balancer=cfg.balancer,
+        balancer=options["balancer"],
         arrival=cfg.arrival,
         seed=cfg.seed,
         sim_wall_s=time.perf_counter() - t0,

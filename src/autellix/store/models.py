@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -39,6 +40,10 @@ class Program(Base):
     """One agentic program (the paper's session)."""
 
     __tablename__ = "programs"
+    __table_args__ = (
+        # the idle-TTL sweep looks only at open programs (0002)
+        Index("ix_programs_open_last_call", "last_call_at", postgresql_where="status = 'open'"),
+    )
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default="open", server_default="open")
@@ -58,6 +63,15 @@ class Program(Base):
     # engine holding the program's KV cache (data-locality pin)
     engine_affinity: Mapped[str | None] = mapped_column(String(128))
     meta: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    # live attained service: finished calls (total_service) plus the folded progress of the
+    # unfinished ones; PLAS bases a new call on it (0002)
+    attained: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # seconds its calls spent admitted in an engine batch
+    run_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # anti-starvation W_p / T_p: waiting and running seconds of finished calls since their last
+    # promotion (docs/scheduling.md, "Anti-starvation")
+    starve_wait_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    starve_run_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class Thread(Base):
@@ -114,6 +128,17 @@ class Call(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     # tokens generated so far (for resume after an engine is lost); kept short for sim engines
     output_token_ids: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    # live scheduling (0002). `priority` is the base the call was issued with (ATLAS accounting);
+    # its rank value is `rank_base + service` (rank_base = priority until an anti-starvation
+    # promotion restarts it at -service); `tiebreak` orders it inside its level; `aged` = sticky
+    # top queue (age rule); W_c/T_c restart at `reset_at` / `reset_run_s`; `control_seq` numbers
+    # the Control messages sent for it (engines apply each seq once).
+    rank_base: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    tiebreak: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    aged: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    reset_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reset_run_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    control_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class CallEvent(Base):
@@ -130,6 +155,10 @@ class CallEvent(Base):
     level: Mapped[int | None] = mapped_column(Integer)
     engine_id: Mapped[str | None] = mapped_column(String(128))
     reason: Mapped[str | None] = mapped_column(Text)
+    # the call's priority value (rank_base + service) when the event happened (0002)
+    value: Mapped[float | None] = mapped_column(Float)
+    # the other call in a decision: who preempted this one (0002)
+    other_call_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class Engine(Base):

@@ -1,0 +1,435 @@
+"""`autellix bench`: benchmarks against the live stack (`live`, `overhead`, `scaling`).
+
+`bench live` replays a workload through real frontend/scheduler/engine processes over NATS and
+Postgres, one fresh stack per (policy, rate), and writes the same results.json as `autellix sim`
+plus the simulator's prediction of every run. The engines are SIMULATED (`sim` backend) and every
+output says so. Heavy imports stay inside the commands so `autellix --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from autellix.commands.common import DatabaseUrlOpt, NatsUrlOpt
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Benchmarks on the live stack (SIMULATED engines): live, overhead, scaling.",
+    no_args_is_help=True,
+)
+
+BackendOpt = Annotated[str, typer.Option(help="Engine backend (only `sim` here).")]
+ProfileOpt = Annotated[
+    str,
+    typer.Option(help="Simulator profile whose step/per-seq/prefill terms the sim engine takes."),
+]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Batch size (max running calls) per engine.")]
+StepOpt = Annotated[float | None, typer.Option(help="Override: sim engine seconds per batch step.")]
+PerSeqOpt = Annotated[
+    float | None, typer.Option(help="Override: sim engine extra seconds per step per sequence.")
+]
+PrefillOpt = Annotated[
+    float | None, typer.Option(help="Override: sim engine seconds per uncached prompt token.")
+]
+
+
+def _floats(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    vals = [float(x) for x in text.split(",") if x.strip()]
+    if not vals or any(v <= 0 for v in vals):
+        raise typer.BadParameter("expected positive comma-separated numbers")
+    return vals
+
+
+def _ints(text: str) -> list[int]:
+    vals = [int(x) for x in text.split(",") if x.strip()]
+    if not vals or any(v < 1 for v in vals):
+        raise typer.BadParameter("expected positive comma-separated integers")
+    return vals
+
+
+def _kv(items: list[str] | None) -> dict[str, Any]:
+    """KEY=VALUE pairs; values parsed as JSON when they are (numbers, true/false), else strings."""
+    out: dict[str, Any] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out
+
+
+def _timing(
+    profile: str, batch: int, step: float | None, per_seq: float | None, prefill: float | None
+):  # type: ignore[no-untyped-def]
+    from autellix.livebench.engine import SimEngineTiming
+
+    try:
+        return SimEngineTiming.from_profile(
+            profile,
+            batch,
+            step_s=step,
+            step_per_seq_s=per_seq,
+            prefill_per_token_s=prefill,
+            **({"source": "explicit flags"} if None not in (step, per_seq, prefill) else {}),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _check_backend(backend: str) -> None:
+    if backend != "sim":
+        raise typer.BadParameter(
+            "only --backend sim is wired into `bench live` so far (the vllm backend's benchmark "
+            "is issue 6)"
+        )
+
+
+@bench_app.command("live")
+def live(
+    workload: Annotated[str, typer.Option(help="sharegpt, bfcl, lats or mixed.")],
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench-live-results"),
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(help="Data file (ShareGPT JSON, BFCL JSON Lines, tokenizer.json); repeat."),
+    ] = None,
+    policies: Annotated[str, typer.Option(help="Comma-separated live policies.")] = (
+        "fcfs,plas,atlas"
+    ),
+    engines: Annotated[int, typer.Option(min=1, help="Simulated engines.")] = 1,
+    schedulers: Annotated[int, typer.Option(min=1, help="Scheduler replicas.")] = 1,
+    backend: BackendOpt = "sim",
+    programs: Annotated[int, typer.Option(min=1, help="Programs per run.")] = 60,
+    rates: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated program arrival rates (programs/s); default: "
+            "--loads x the measured capacity."
+        ),
+    ] = None,
+    loads: Annotated[
+        str, typer.Option(help="Fractions of capacity to run when --rates is not given.")
+    ] = "0.3,0.8,1.2",
+    seed: Annotated[int, typer.Option(help="Seed for sampling, sizes and arrivals.")] = 0,
+    nats_url: NatsUrlOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    engine_profile: ProfileOpt = "cpu-tiny",
+    max_batch: BatchOpt = 16,
+    step_s: StepOpt = None,
+    step_per_seq_s: PerSeqOpt = None,
+    prefill_per_token_s: PrefillOpt = None,
+    arrival: Annotated[str, typer.Option(help="poisson or bursty.")] = "poisson",
+    burst_cv: Annotated[float, typer.Option(help="CV of bursty gaps.")] = 3.0,
+    tokenizer: Annotated[Path | None, typer.Option(help="tokenizer.json for token counts.")] = None,
+    mix: Annotated[
+        str | None, typer.Option(help="mixed shares, e.g. sharegpt=1,bfcl=1,lats=1.")
+    ] = None,
+    sample: Annotated[str, typer.Option(help="reservoir or head.")] = "reservoir",
+    workload_option: Annotated[
+        list[str] | None, typer.Option(help="WorkloadOptions KEY=VALUE override; repeat.")
+    ] = None,
+    paper_sizes: Annotated[
+        bool,
+        typer.Option(
+            help="Use the paper's program sizes (hours per run) instead of the scaled live sizes."
+        ),
+    ] = False,
+    probe: Annotated[
+        bool, typer.Option(help="Measure control-plane delay and step time first.")
+    ] = True,
+    balancer: Annotated[
+        str,
+        typer.Option(
+            help="Engine load balancer for the schedulers and the simulator: locality, "
+            "least-loaded or round-robin."
+        ),
+    ] = "locality",
+    scheduler_arg: Annotated[
+        list[str] | None, typer.Option(help="Extra flag for the scheduler replicas; repeat.")
+    ] = None,
+    call_timeout: Annotated[float, typer.Option(help="Seconds before a call gives up.")] = 900.0,
+    log_dir: Annotated[Path | None, typer.Option(help="Keep service logs here.")] = None,
+) -> None:
+    """LIVE stack + SIMULATED engines: latency vs arrival rate per policy, with the simulator's
+    prediction of every run."""
+    from autellix.livebench.live import LiveConfig
+    from autellix.livebench.workload import live_options, load_live_workload
+    from autellix.workloads import WORKLOADS
+    from autellix.workloads.arrivals import PROCESSES
+
+    _check_backend(backend)
+    if workload not in WORKLOADS:
+        raise typer.BadParameter(f"--workload must be one of {', '.join(WORKLOADS)}")
+    if arrival not in PROCESSES:
+        raise typer.BadParameter(f"--arrival must be one of {', '.join(PROCESSES)}")
+    pols = [p.strip() for p in policies.split(",") if p.strip()]
+    if not pols or len(set(pols)) != len(pols):
+        raise typer.BadParameter("--policies must name distinct policies")
+    try:
+        opts = live_options(_kv(workload_option), paper_sizes)
+        mix_d = {k: float(v) for k, v in _kv(mix.split(",")).items()} if mix else None
+        wl = load_live_workload(
+            workload,
+            programs,
+            seed,
+            data=data,
+            tokenizer=tokenizer,
+            mix=mix_d,
+            sample=sample,
+            options=opts,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    cfg = LiveConfig(
+        workload=workload,
+        policies=pols,
+        timing=_timing(engine_profile, max_batch, step_s, step_per_seq_s, prefill_per_token_s),
+        engines=engines,
+        schedulers=schedulers,
+        seed=seed,
+        arrival=arrival,
+        burst_cv=burst_cv,
+        balancer=balancer,
+        call_timeout_s=call_timeout,
+        log_dir=log_dir,
+        extra_scheduler_args=list(scheduler_arg or []),
+    )
+    import dataclasses
+
+    payload = _run_with_progress(
+        cfg,
+        wl,
+        rates=_floats(rates),
+        loads=_floats(loads) or [0.3, 0.8, 1.2],
+        nats_url=nats_url,
+        database_url=database_url,
+        do_probe=probe,
+        meta_extra={"workload_options": dataclasses.asdict(opts), "paper_sizes": paper_sizes},
+        partial_path=out / "results.partial.json",
+    )
+    _write_and_print(payload, out)
+
+
+def _console():  # type: ignore[no-untyped-def]
+    """A rich console; wide when output is not a terminal (logs, CI) so tables stay readable."""
+    from rich.console import Console
+
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=max(probe.width, 180))
+
+
+def _run_with_progress(cfg, wl, **kwargs: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from autellix.livebench.report import BANNER
+    from autellix.livebench.stack import policy_args
+    from autellix.livebench.suite import Callbacks, run_live_bench
+
+    console = _console()
+    console.print(
+        f"[bold yellow]{BANNER}[/]: {len(wl.programs)} {wl.name} programs, policies "
+        f"{', '.join(cfg.policies)}, {cfg.engines} sim engine(s), {cfg.schedulers} scheduler(s)"
+    )
+    for p in cfg.policies:
+        _, applied, _ = policy_args(p)
+        if not applied:
+            console.print(
+                f"[bold red]warning[/]: the scheduler does not take a policy flag; {p} runs as "
+                "its built-in FCFS and is marked policy_applied=false"
+            )
+    loads = kwargs.get("loads") or []
+    runs_total = len(cfg.policies) * (len(kwargs["rates"]) if kwargs.get("rates") else len(loads))
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        overall = bar.add_task(f"{BANNER} runs", total=runs_total)
+        current = bar.add_task("starting", total=len(wl.programs))
+
+        def phase(msg: str) -> None:
+            bar.update(current, description=msg, completed=0)
+
+        def run_start(policy: str, rate: float, n: int) -> None:
+            bar.update(
+                current,
+                description=f"{policy} @ {rate:.3g}/s: starting stack",
+                completed=0,
+                total=n,
+            )
+
+        def stack_ready() -> None:
+            desc = bar.tasks[current].description.replace(": starting stack", ": programs")
+            bar.update(current, description=desc)
+
+        def run_done(rec: dict[str, Any]) -> None:
+            bar.advance(overall)
+            sim = rec.get("sim_avg_latency_s")
+            console.print(
+                f"  {rec['policy']:>6} @ {rec['rate']:.4g}/s: avg {rec['avg_latency_s']:.2f} s, "
+                f"p99 {rec['p99_latency_s']:.2f} s, "
+                f"{rec['avg_latency_per_token_s'] * 1000:.1f} ms/token"
+                + (f"; simulated avg {sim:.2f} s" if sim else "")
+                + f"; failed calls {rec['failed_calls']}; load {rec['load_avg_end']:.1f}"
+            )
+
+        def run_failed(policy: str, rate: float, exc: BaseException) -> None:
+            bar.advance(overall)
+            console.print(f"[bold red]  {policy} @ {rate:.4g}/s FAILED[/]: {exc!r}"[:2000])
+
+        partial = kwargs.pop("partial_path", None)
+
+        def checkpoint(runs: list[dict[str, Any]]) -> None:
+            if partial is not None:
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps({"partial": True, "runs": runs}, default=str))
+
+        cb = Callbacks(
+            phase=phase,
+            run_start=run_start,
+            stack_ready=stack_ready,
+            program_done=lambda: bar.advance(current),
+            run_done=run_done,
+            run_failed=run_failed,
+            checkpoint=checkpoint,
+        )
+        return asyncio.run(run_live_bench(cfg, wl, callbacks=cb, **kwargs))
+
+
+def _write_and_print(payload: dict[str, Any], out: Path) -> None:
+
+    from autellix.livebench.report import BANNER, rich_tables, write_outputs
+
+    console = _console()
+    paths = write_outputs(payload, out)
+    for t in rich_tables(payload):
+        console.print(t)
+    agree = payload.get("live_vs_sim") or {}
+    if agree.get("runs"):
+        console.print(
+            f"live vs simulated average program latency within {agree['tolerance']:.0%}: "
+            f"{agree['within_tolerance']}/{agree['total']} runs (mean |live/sim-1| "
+            f"{agree['mean_abs_error']:.1%})"
+        )
+    failed = sum(r.get("failed_calls", 0) for r in payload["runs"])
+    if failed:
+        console.print(f"[red]{failed} call(s) failed[/red]")
+    for f in payload.get("failed_runs", []):
+        console.print(
+            f"[red]run {f['policy']} @ {f['rate']:.4g}/s failed: {f['error'][:300]}[/red]"
+        )
+    (out / "results.partial.json").unlink(missing_ok=True)
+    if failed or payload.get("failed_runs"):
+        raise typer.Exit(1)
+    console.print(f"[bold yellow]{BANNER}[/]: wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@bench_app.command("overhead")
+def overhead(
+    out: Annotated[Path, typer.Option(help="Output directory (writes overhead.json).")] = Path(
+        "bench-overhead-results"
+    ),
+    calls: Annotated[int, typer.Option(min=3, help="Sequential calls for p50/p99.")] = 500,
+    warmup: Annotated[int, typer.Option(min=0, help="Calls before measuring.")] = 20,
+    burst: Annotated[
+        int, typer.Option(min=2, help="Calls queued before a scheduler starts.")
+    ] = 5000,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Scheduler --concurrency (default: the scheduler's own).")
+    ] = None,
+    nats_url: NatsUrlOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    py_spy: Annotated[
+        Path | None,
+        typer.Option(help="py-spy: sample the scheduler during the burst into this file."),
+    ] = None,
+    log_dir: Annotated[Path | None, typer.Option(help="Keep service logs here.")] = None,
+) -> None:
+    """Control-plane overhead with a zero-work SIMULATED engine: per-call latency the frontend +
+    scheduler + engine path adds (p50/p99), and one scheduler replica's decisions per second."""
+
+    from autellix.livebench.overhead import OverheadConfig, run_overhead, write_overhead
+
+    console = _console()
+    cfg = OverheadConfig(
+        calls=calls,
+        warmup=warmup,
+        burst=burst,
+        scheduler_concurrency=concurrency,
+        py_spy_out=py_spy,
+        log_dir=log_dir,
+    )
+    with console.status("measuring control-plane overhead (zero-work SIMULATED engine) ..."):
+        result = asyncio.run(run_overhead(cfg, nats_url=nats_url, database_url=database_url))
+    paths = write_overhead(result, out)
+    for line in result["summary"]:
+        console.print(line)
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+@bench_app.command("scaling")
+def scaling(
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench-scaling-results"),
+    workload: Annotated[str, typer.Option(help="sharegpt, bfcl, lats or mixed.")] = "mixed",
+    engines_list: Annotated[str, typer.Option("--engines", help="Engine counts.")] = "1,2,4,8",
+    schedulers_list: Annotated[
+        str, typer.Option("--schedulers", help="Scheduler replica counts.")
+    ] = "1,2",
+    policy: Annotated[str, typer.Option(help="Live policy.")] = "atlas",
+    balancer: Annotated[str, typer.Option(help="Engine load balancer.")] = "locality",
+    programs_per_engine: Annotated[int, typer.Option(min=1, help="Programs per engine.")] = 30,
+    load: Annotated[float, typer.Option(help="Offered load as a fraction of capacity.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    nats_url: NatsUrlOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    engine_profile: ProfileOpt = "cpu-tiny",
+    max_batch: BatchOpt = 16,
+    step_s: StepOpt = None,
+    step_per_seq_s: PerSeqOpt = None,
+    prefill_per_token_s: PrefillOpt = None,
+    workload_option: Annotated[
+        list[str] | None, typer.Option(help="WorkloadOptions KEY=VALUE override; repeat.")
+    ] = None,
+    log_dir: Annotated[Path | None, typer.Option(help="Keep service logs here.")] = None,
+) -> None:
+    """LIVE stack + SIMULATED engines: throughput and latency with 1..8 engines and 1..2
+    scheduler replicas at the same offered load per engine."""
+
+    from autellix.livebench.scaling import ScalingConfig, run_scaling, write_scaling
+    from autellix.livebench.workload import live_options
+
+    console = _console()
+    cfg = ScalingConfig(
+        workload=workload,
+        engines=_ints(engines_list),
+        schedulers=_ints(schedulers_list),
+        policy=policy,
+        balancer=balancer,
+        programs_per_engine=programs_per_engine,
+        load=load,
+        seed=seed,
+        timing=_timing(engine_profile, max_batch, step_s, step_per_seq_s, prefill_per_token_s),
+        options=live_options(_kv(workload_option)),
+        log_dir=log_dir,
+    )
+    payload = asyncio.run(
+        run_scaling(cfg, nats_url=nats_url, database_url=database_url, console=console)
+    )
+    paths = write_scaling(payload, out)
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `autellix bench` (live, overhead, scaling) to the CLI."""
+    app.add_typer(bench_app, name="bench")

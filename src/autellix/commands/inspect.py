@@ -1,0 +1,235 @@
+"""`autellix calls explain` and `autellix programs show`: why a call ran when and where it did.
+
+Every scheduling decision writes a `call_events` row (dispatch with the policy's value, level and
+engine choice; demote at a quantum; promote by the anti-starvation rule; preempt naming the call
+it made room for; requeue after an engine loss; finish / fail). These commands print that history
+straight from Postgres, so they work against any running deployment (read-only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="AUTELLIX_DATABASE_URL",
+        help="Postgres URL of the deployment (the one `autellix up` printed).",
+    ),
+]
+
+calls_app = typer.Typer(help="Inspect calls: their scheduling history.", no_args_is_help=True)
+programs_app = typer.Typer(help="Inspect programs: service, waiting, calls.", no_args_is_help=True)
+
+
+def _require(url: str | None) -> str:
+    if not url:
+        typer.echo(
+            "error: no database URL; pass --database-url or set AUTELLIX_DATABASE_URL", err=True
+        )
+        raise typer.Exit(2)
+    return url
+
+
+async def _with_conn(url: str, fn: Any) -> Any:
+    from autellix.store.db import connect
+
+    conn = await connect(url, application_name="autellix-inspect")
+    try:
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+def _num(x: Any, fmt: str = "{:g}") -> str:
+    return "" if x is None else fmt.format(x)
+
+
+def _secs(a: datetime | None, b: datetime | None) -> str:
+    return "" if a is None or b is None else f"{(b - a).total_seconds():.3f}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+@calls_app.command("explain")
+def explain(
+    call_id: str = typer.Argument(help="call id (a unique prefix is enough)"),
+    database_url: DatabaseUrlOpt = None,
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Print a call's life: level over time, engines, and why (one line per decision)."""
+    from autellix.store import queries as q
+
+    url = _require(database_url)
+
+    async def load(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[str]]:
+        ids = [call_id] if await q.call_record(conn, call_id) else await q.find_calls(conn, call_id)
+        if len(ids) != 1:
+            return None, [], ids
+        return await q.call_record(conn, ids[0]), await q.call_events(conn, ids[0]), ids
+
+    record, events, matches = asyncio.run(_with_conn(url, load))
+    if record is None:
+        if matches:
+            typer.echo(f"ambiguous call id prefix {call_id!r}: {', '.join(matches)}", err=True)
+        else:
+            typer.echo(f"no call {call_id!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        slim = {k: v for k, v in record.items() if k not in ("request", "output_token_ids")}
+        typer.echo(json.dumps(_jsonable({"call": slim, "events": events}), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    acc = record["accepted_at"]
+    summary = Table(title=f"call {record['id']}", show_header=False, title_justify="left")
+    summary.add_column(style="bold cyan")
+    summary.add_column()
+    for what, value in (
+        ("program / thread", f"{record['program_id']} / {record['thread_id']}"),
+        (
+            "status",
+            f"{record['status']}"
+            + (f" ({record['finish_reason']})" * bool(record.get("finish_reason"))),
+        ),
+        (
+            "level now",
+            f"{record['level']}" + (" (aged: sticky top queue)" if record["aged"] else ""),
+        ),
+        ("engine", f"{record['engine_id'] or '-'} ({record.get('engine_backend') or '?'})"),
+        (
+            "base / service / value",
+            f"{record['priority']:g} / {record['service']:g} / "
+            f"{record['rank_base'] + record['service']:g}",
+        ),
+        (
+            "tokens",
+            f"prompt {record['prompt_tokens'] or 0}, completion "
+            f"{record['completion_tokens']}, cached {record['cached_tokens']}",
+        ),
+        ("preemptions / dispatches", f"{record['preemptions']} / {record['attempts']}"),
+        (
+            "queued s / run s",
+            f"{_num(record['queue_s'], '{:.3f}')} / {_num(record['run_s'], '{:.3f}')}",
+        ),
+        ("finished after s", _secs(acc, record["finished_at"])),
+    ):
+        summary.add_row(what, value)
+    console.print(summary)
+    table = Table(title="decisions (t = seconds since accepted)", title_justify="left")
+    for col in ("t", "event", "level", "engine", "value", "by", "why"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        table.add_row(
+            _secs(acc, e["at"]),
+            e["kind"],
+            _num(e["level"]),
+            e["engine_id"] or "",
+            _num(e["value"]),
+            e["actor"] or "",
+            (e["reason"] or "")
+            + (f" [other call {e['other_call_id']}]" if e["other_call_id"] else ""),
+        )
+    console.print(table)
+
+
+@programs_app.command("show")
+def show(
+    program_id: str = typer.Argument(help="program id"),
+    database_url: DatabaseUrlOpt = None,
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+) -> None:
+    """Print a program's row (service, waiting, engine pin, status) and its calls."""
+    from autellix.store import queries as q
+
+    url = _require(database_url)
+
+    async def load(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        return await q.program_record(conn, program_id), await q.program_calls(conn, program_id)
+
+    program, calls = asyncio.run(_with_conn(url, load))
+    if program is None:
+        typer.echo(f"no program {program_id!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(_jsonable({"program": program, "calls": calls}), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    summary = Table(title=f"program {program['id']}", show_header=False, title_justify="left")
+    summary.add_column(style="bold cyan")
+    summary.add_column()
+    for what, value in (
+        (
+            "status",
+            program["status"]
+            + (f" at {program['closed_at']:%H:%M:%S}" if program["closed_at"] else ""),
+        ),
+        ("calls (finished / total)", f"{program['calls_finished']} / {len(calls)}"),
+        ("attained service (live)", f"{program['attained']:g}"),
+        ("completed service (PLAS)", f"{program['total_service']:g}"),
+        ("critical path (ATLAS)", f"{program['service']:g}"),
+        ("waiting s / run s", f"{program['waiting_s']:.3f} / {program['run_s']:.3f}"),
+        (
+            "anti-starvation W_p / T_p",
+            f"{program['starve_wait_s']:.3f} / {program['starve_run_s']:.3f}",
+        ),
+        (
+            "tokens (prompt / completion)",
+            f"{program['prompt_tokens']} / {program['completion_tokens']}",
+        ),
+        ("engine pin", program["engine_affinity"] or "-"),
+    ):
+        summary.add_row(what, value)
+    console.print(summary)
+    table = Table(title="calls", title_justify="left")
+    table.add_column("call", no_wrap=True)
+    for col in (
+        "thread",
+        "status",
+        "level",
+        "moves",
+        "engine",
+        "service",
+        "preempt",
+        "queued s",
+        "total s",
+    ):
+        table.add_column(col, overflow="fold")
+    for c in calls:
+        table.add_row(
+            c["id"],
+            c["thread_id"],
+            c["status"],
+            str(c["level"]) + ("*" if c["aged"] else ""),
+            str(c["moves"]),
+            c["engine_id"] or "",
+            f"{c['service']:g}",
+            str(c["preemptions"]),
+            _secs(c["accepted_at"], c["started_at"]),
+            _secs(c["accepted_at"], c["finished_at"]),
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(calls_app, name="calls")
+    app.add_typer(programs_app, name="programs")

@@ -1,0 +1,388 @@
+"""`bench overhead`: what the control plane costs, measured with a zero-work SIMULATED engine.
+
+1. **Per-call latency** (p50/p99): one client makes `calls` sequential one-token calls through
+   frontend → JetStream → scheduler → Postgres → JetStream → engine → client, on an engine whose
+   steps take no time, so the whole latency is control-plane overhead. The services' own
+   timestamps (accepted, dispatched, started, finished) split it into stages.
+2. **Decisions per second of one scheduler replica**: a stack without schedulers accepts a
+   burst of `burst` calls (they wait in JetStream), then one scheduler replica starts and
+   dispatches them all; the rate is read from the calls' `dispatched_at` in Postgres. The engine
+   of that stack is made nearly idle (batch 1, a step of an hour), so it only acks dispatches and
+   takes little CPU from the scheduler being measured.
+
+Optionally `py-spy` samples the scheduler during the burst (`py_spy_out`: collapsed stacks,
+summarized into the share of samples per module family).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from autellix.livebench.engine import SimEngineTiming
+from autellix.livebench.stack import Infra, run_stack
+from autellix.settings import asyncpg_dsn
+
+TARGETS = {"p50_ms": 2.0, "p99_ms": 10.0, "decisions_per_s": 5000.0}
+
+
+@dataclass
+class OverheadConfig:
+    calls: int = 500
+    warmup: int = 20
+    burst: int = 5000
+    burst_programs: int = 100
+    submit_concurrency: int = 128
+    scheduler_concurrency: int | None = None
+    burst_timeout_s: float = 300.0
+    py_spy_out: Path | None = None  # collapsed stacks of the scheduler
+    log_dir: Path | None = None
+
+
+ZERO_WORK = SimEngineTiming(
+    step_s=0.0, max_batch=64, delta_interval_s=0.02, source="zero-work engine"
+)
+IDLE = SimEngineTiming(
+    step_s=3600.0,
+    max_batch=1,
+    source="idle engine (batch 1, 1-hour step)",
+    extra_args=("--drain-timeout", "1"),
+)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _load() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return float("nan")
+
+
+def _stats_ms(xs: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": _pct(xs, 50) * 1000,
+        "p90_ms": _pct(xs, 90) * 1000,
+        "p99_ms": _pct(xs, 99) * 1000,
+        "mean_ms": statistics.fmean(xs) * 1000 if xs else float("nan"),
+        "max_ms": max(xs) * 1000 if xs else float("nan"),
+    }
+
+
+async def sequential_latency(infra: Infra, cfg: OverheadConfig) -> dict[str, Any]:
+    """Per-call latency of one-token calls on a zero-work engine, with a per-stage split."""
+    from autellix.client import Client
+
+    scheduler_args = []
+    if cfg.scheduler_concurrency:
+        scheduler_args = ["--concurrency", str(cfg.scheduler_concurrency)]
+    async with run_stack(
+        infra,
+        policy="fcfs",
+        timing=ZERO_WORK,
+        extra_scheduler_args=scheduler_args,
+        log_dir=cfg.log_dir,
+    ) as rs:
+        async with Client(rs.settings.nats_url, namespace=rs.settings.namespace) as client:
+            total: list[float] = []
+            stages: dict[str, list[float]] = {
+                "client_to_accepted_and_final_back": [],
+                "accepted_to_dispatched": [],
+                "dispatched_to_started": [],
+                "started_to_finished": [],
+            }
+            async with client.program(f"overhead-{uuid.uuid4().hex[:8]}") as prog:
+                for i in range(cfg.calls + cfg.warmup):
+                    res = await prog.call(
+                        prompt_token_ids=[100 + i % 1000],
+                        max_tokens=1,
+                        sampling={"ignore_eos": True, "temperature": 0.0},
+                    )
+                    if i < cfg.warmup:
+                        continue
+                    total.append(res.latency_s)
+                    t = res.timing
+                    if t.dispatched_at and t.started_at:
+                        server = (t.finished_at - t.accepted_at).total_seconds()
+                        stages["client_to_accepted_and_final_back"].append(
+                            max(0.0, res.latency_s - server)
+                        )
+                        stages["accepted_to_dispatched"].append(
+                            (t.dispatched_at - t.accepted_at).total_seconds()
+                        )
+                        stages["dispatched_to_started"].append(
+                            (t.started_at - t.dispatched_at).total_seconds()
+                        )
+                        stages["started_to_finished"].append(
+                            (t.finished_at - t.started_at).total_seconds()
+                        )
+    return {
+        "calls": len(total),
+        **_stats_ms(total),
+        "stages_ms_p50": {k: _pct(v, 50) * 1000 for k, v in stages.items()},
+        "stages_ms_p99": {k: _pct(v, 99) * 1000 for k, v in stages.items()},
+    }
+
+
+async def _submit_burst(nats_url: str, namespace: str, cfg: OverheadConfig) -> float:
+    """Submit `cfg.burst` one-token calls and wait until every one was accepted; seconds taken."""
+    import nats
+
+    from autellix.protocol import (
+        CALL_REPLY,
+        CallAccepted,
+        CallRequest,
+        SamplingParams,
+        Subjects,
+        encode,
+    )
+
+    subjects = Subjects(namespace)
+    nc = await nats.connect(nats_url)
+    sem = asyncio.Semaphore(cfg.submit_concurrency)
+    run = uuid.uuid4().hex[:8]
+    failures: list[str] = []
+
+    async def one(i: int) -> None:
+        req = CallRequest(
+            program_id=f"burst-{run}-{i % cfg.burst_programs}",
+            thread_id="t0",
+            prompt_token_ids=[100 + i % 1000],
+            sampling=SamplingParams(max_tokens=1, ignore_eos=True, temperature=0.0),
+        )
+        async with sem:
+            for _attempt in range(5):
+                try:
+                    msg = await nc.request(subjects.submit, encode(req), timeout=30)
+                except Exception as exc:  # timeouts under a burst: retry, the id is new
+                    failures.append(repr(exc))
+                    continue
+                if isinstance(CALL_REPLY.validate_json(msg.data), CallAccepted):
+                    return
+            raise RuntimeError(f"call {i} not accepted: {failures[-3:]}")
+
+    t0 = time.monotonic()
+    try:
+        await asyncio.gather(*(one(i) for i in range(cfg.burst)))
+    finally:
+        await nc.close()
+    return time.monotonic() - t0
+
+
+async def _dispatched(dsn: str) -> tuple[int, list[datetime]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        n = await conn.fetchval("SELECT count(*) FROM calls")
+        rows = await conn.fetch(
+            "SELECT dispatched_at FROM calls WHERE dispatched_at IS NOT NULL ORDER BY dispatched_at"
+        )
+    finally:
+        await conn.close()
+    return int(n), [r["dispatched_at"] for r in rows]
+
+
+_FAMILIES = {
+    "asyncpg (Postgres client)": ("asyncpg",),
+    "nats-py (NATS client)": ("nats/",),
+    "pydantic": ("pydantic",),
+    "json": ("json/",),
+    "asyncio/uvloop loop": ("asyncio/", "uvloop"),
+    "telemetry / logging": ("telemetry", "structlog", "opentelemetry", "logging/"),
+}
+
+
+def collapsed_summary(raw: Path, top: int = 12) -> dict[str, Any]:
+    """Where a process spent its CPU samples (py-spy raw collapsed stacks).
+
+    `inclusive`: share of samples whose stack contains a frame of each module family (they
+    overlap); `self_top`: the leaf frames (self time) with the largest shares.
+    """
+    total = 0
+    inclusive = dict.fromkeys(_FAMILIES, 0)
+    leaf: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        try:
+            n = int(count)
+        except ValueError:
+            continue
+        total += n
+        for fam, keys in _FAMILIES.items():
+            if any(k in stack for k in keys):
+                inclusive[fam] += n
+        frame = stack.rsplit(";", 1)[-1]
+        leaf[frame] = leaf.get(frame, 0) + n
+    if not total:
+        return {}
+    return {
+        "samples": total,
+        "inclusive": {k: v / total for k, v in inclusive.items()},
+        "self_top": [[f, n / total] for f, n in sorted(leaf.items(), key=lambda x: -x[1])[:top]],
+    }
+
+
+async def decisions_per_second(infra: Infra, cfg: OverheadConfig) -> dict[str, Any]:
+    """One scheduler replica dispatching a burst already queued in JetStream."""
+    from autellix.supervisor import ServiceSpec
+
+    async with run_stack(
+        infra,
+        policy="fcfs",
+        timing=IDLE,
+        schedulers=0,
+        log_dir=cfg.log_dir,
+    ) as rs:
+        submit_s = await _submit_burst(rs.settings.nats_url, rs.settings.namespace, cfg)
+        assert rs.settings.database_url is not None and rs.stack.group is not None
+        dsn = asyncpg_dsn(rs.settings.database_url)
+        accepted, _ = await _dispatched(dsn)
+        args = list(rs.scheduler_args)
+        if cfg.scheduler_concurrency:
+            args += ["--concurrency", str(cfg.scheduler_concurrency)]
+        argv = [sys.executable, "-m", "autellix.services.scheduler", "--replica", "bench-0", *args]
+        child = rs.stack.group.start(
+            ServiceSpec(
+                "scheduler-0",
+                argv,
+                env=rs.settings.to_env(),
+                ready_pattern=r'"event": "scheduler ready"',
+            )
+        )
+        t_start = time.monotonic()
+        if cfg.py_spy_out is not None:
+            # sample the dispatching, not the imports: wait for the ready line first
+            with contextlib.suppress(Exception):
+                await rs.stack.group.wait_ready_async("scheduler-0", timeout=120)
+        spy: asyncio.subprocess.Process | None = None
+        raw: Path | None = None
+        if cfg.py_spy_out is not None and shutil.which("py-spy"):
+            cfg.py_spy_out.parent.mkdir(parents=True, exist_ok=True)
+            raw = cfg.py_spy_out
+            spy = await asyncio.create_subprocess_exec(
+                "py-spy", "record", "--pid", str(child.pid), "--rate", "200", "--format", "raw",
+                "--output", str(raw), "--nonblocking",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        done: list[datetime] = []
+        while time.monotonic() - t_start < cfg.burst_timeout_s:
+            await asyncio.sleep(0.5)
+            _, done = await _dispatched(dsn)
+            if len(done) >= accepted:
+                break
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(spy.wait(), 30)
+    n = len(done)
+    out: dict[str, Any] = {
+        "burst": cfg.burst,
+        "accepted": accepted,
+        "dispatched": n,
+        "submit_s": submit_s,
+        "accept_rate_per_s": accepted / submit_s if submit_s else None,
+    }
+    if n >= 2:
+        span = (done[-1] - done[0]).total_seconds()
+        out["dispatch_span_s"] = span
+        out["decisions_per_s"] = (n - 1) / span if span > 0 else float("inf")
+        lo, hi = int(0.1 * (n - 1)), int(0.9 * (n - 1))
+        mid = (done[hi] - done[lo]).total_seconds()
+        out["decisions_per_s_p10_p90"] = (hi - lo) / mid if mid > 0 else float("inf")
+    if raw is not None and raw.exists():
+        out["py_spy_raw"] = str(raw)
+        out["py_spy"] = collapsed_summary(raw)
+    return out
+
+
+async def run_overhead(
+    cfg: OverheadConfig, *, nats_url: str | None = None, database_url: str | None = None
+) -> dict[str, Any]:
+    """Both measurements; the overhead.json payload (with a human summary)."""
+    load0 = _load()
+    t0 = time.perf_counter()
+    async with Infra(nats_url, database_url) as infra:
+        seq = await sequential_latency(infra, cfg)
+        dps = await decisions_per_second(infra, cfg)
+        servers = infra.describe()
+    result: dict[str, Any] = {
+        "p50_ms": seq["p50_ms"],
+        "p99_ms": seq["p99_ms"],
+        "decisions_per_s": dps.get("decisions_per_s", 0.0),
+        "targets": TARGETS,
+        "meets": {
+            "p50_ms": seq["p50_ms"] <= TARGETS["p50_ms"],
+            "p99_ms": seq["p99_ms"] <= TARGETS["p99_ms"],
+            "decisions_per_s": dps.get("decisions_per_s", 0.0) >= TARGETS["decisions_per_s"],
+        },
+        "simulated_engine": "zero-work SIMULATED engine (sim backend, 0 s steps, 1 output token)",
+        "sequential": seq,
+        "burst": dps,
+        "meta": {
+            "servers": servers,
+            "pg_sync_commit": os.environ.get("AUTELLIX_PG_SYNC_COMMIT", "accept (default)"),
+            "machine_cpus": os.cpu_count(),
+            "load_avg_start": load0,
+            "load_avg_end": _load(),
+            "wall_s": time.perf_counter() - t0,
+            "command": " ".join(sys.argv),
+        },
+    }
+    result["summary"] = summary_lines(result)
+    return result
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    seq, b = r["sequential"], r["burst"]
+    ok = {True: "meets", False: "MISSES"}
+    lines = [
+        f"per-call control-plane latency ({seq['calls']} sequential 1-token calls, zero-work "
+        f"SIMULATED engine): p50 {r['p50_ms']:.2f} ms ({ok[r['meets']['p50_ms']]} <= "
+        f"{TARGETS['p50_ms']:g}), p99 {r['p99_ms']:.2f} ms ({ok[r['meets']['p99_ms']]} <= "
+        f"{TARGETS['p99_ms']:g})",
+        "  stages p50 (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in seq["stages_ms_p50"].items()),
+        f"one scheduler replica: {r['decisions_per_s']:.0f} decisions/s over "
+        f"{b.get('dispatched', 0)} queued calls ({ok[r['meets']['decisions_per_s']]} >= "
+        f"{TARGETS['decisions_per_s']:g}); p10-p90 {b.get('decisions_per_s_p10_p90', 0):.0f}/s; "
+        f"frontend accepted the burst at {b.get('accept_rate_per_s') or 0:.0f} calls/s",
+        f"load average {r['meta']['load_avg_start']:.2f} -> {r['meta']['load_avg_end']:.2f}",
+    ]
+    spy = b.get("py_spy") or {}
+    if spy:
+        lines.append(
+            f"  scheduler CPU samples ({spy['samples']}) by module (inclusive): "
+            + ", ".join(f"{k} {v:.0%}" for k, v in spy["inclusive"].items())
+        )
+        lines.append(
+            "  top self time: " + "; ".join(f"{f} {v:.0%}" for f, v in spy["self_top"][:6])
+        )
+    return lines
+
+
+def write_overhead(result: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "overhead.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return [path]

@@ -1,0 +1,218 @@
+"""The live scheduler's decisions as plain functions (no processes): they are the policy core's
+rules applied to program-table rows, and its fast Dispatch encoding is the protocol's."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from autellix.services.scheduler.decide import LivePolicy, prompt_tokens
+from autellix.services.scheduler.dispatcher import dispatch_payload, passthrough_trace
+from autellix.services.scheduler.engines import EngineView
+
+from autellix.policy import MLFQConfig, ProgramService, call_rank, get_policy, should_promote
+from autellix.protocol import CallRequest, Dispatch, SamplingParams, encode
+from autellix.store.queries import CallRow, StarvationRow
+
+NOW = 1_764_000_000.0
+
+
+def _row(**kw: object) -> CallRow:
+    req = CallRequest(
+        program_id="p", prompt_token_ids=[1, 2, 3], sampling=SamplingParams(max_tokens=9)
+    )
+    base = CallRow(
+        id="c-1",
+        program_id="p",
+        thread_id="main",
+        status="queued",
+        attempts=0,
+        engine_id=None,
+        level=0,
+        priority=0.0,
+        reply_to="_INBOX.x",
+        request_json=req.model_dump_json(exclude_none=True),
+        accepted_at=datetime.fromtimestamp(NOW, UTC),
+        output_token_ids=None,
+        program_service=0.0,
+        program_status="open",
+        engine_affinity=None,
+        parent_ids=[],
+        accepted_s=NOW,
+        program_created_s=NOW - 10,
+        now_s=NOW + 0.001,
+        prompt_ids_len=3,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def _engines(*loads: int) -> list[EngineView]:
+    return [
+        EngineView(id=f"e{i}", backend="sim", model="m", max_batch=8, running=x)
+        for i, x in enumerate(loads)
+    ]
+
+
+def test_dispatch_payload_is_the_protocol_encoding() -> None:
+    call = _row(output_token_ids=[5, 6], service=2.0, run_s=0.25, attempts=1, control_seq=3)
+    fast = dispatch_payload(
+        call,
+        attempt=1,
+        level=2,
+        priority=70.5,
+        tiebreak=NOW - 10,
+        trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+        min_run_tokens=16,
+        prefill_weight=0.5,
+    )
+    model = Dispatch(
+        call_id=call.id,
+        program_id=call.program_id,
+        thread_id=call.thread_id,
+        reply_to=call.reply_to,
+        level=2,
+        priority=70.5,
+        attempt=1,
+        request=CallRequest.model_validate_json(call.request_json),
+        resume_token_ids=[5, 6],
+        accepted_at=call.accepted_at,
+        trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+        tiebreak=NOW - 10,
+        min_run_tokens=16,
+        prefill_weight=0.5,
+        resume_service=2.0,
+        resume_run_s=0.25,
+        control_seq=3,
+    )
+    assert Dispatch.model_validate_json(fast) == Dispatch.model_validate_json(encode(model))
+    assert passthrough_trace({"traceparent": "x", "Nats-Msg-Id": "y"}) == {"traceparent": "x"}
+    assert passthrough_trace(None) == {}
+
+
+@pytest.mark.parametrize("name", ["plas", "atlas", "atlas-exact", "mlfq", "fcfs"])
+def test_decide_uses_the_policy_core(name: str) -> None:
+    live = LivePolicy.build(name)
+    cfg = get_policy(name)
+    call = _row(
+        program_completed=100.0,
+        program_attained=130.0,  # 30 units of progress of an unfinished sibling
+        program_service=80.0,
+        parents_base=[10.0, 40.0],
+        parents_service=[20.0, 5.0],
+    )
+    d = live.decide(call, _engines(0))
+    assert d is not None
+    expect_base = {
+        "plas": ProgramService(100.0, 80.0).base_for(cfg.priority, [30.0]),  # 130
+        "atlas": 80.0,
+        "atlas-exact": 45.0,  # max(10 + 20, 40 + 5)
+        "mlfq": 0.0,
+        "fcfs": 0.0,
+    }[name]
+    assert d.priority == expect_base and d.rank_base == expect_base
+    level, tiebreak = call_rank(
+        cfg, value=expect_base, issue_s=NOW, program_arrival_s=NOW - 10, aged=False
+    )
+    assert (d.level, d.tiebreak) == (level, tiebreak)
+    assert f"level {d.level}" in d.reason
+
+
+def test_redispatch_keeps_what_the_call_was_issued_with() -> None:
+    live = LivePolicy.build("atlas")
+    call = _row(
+        attempts=1,
+        priority=50.0,
+        rank_base=-20.0,  # promoted once
+        service=90.0,
+        tiebreak=NOW - 10,
+        program_service=500.0,  # the program moved on meanwhile: irrelevant for this call
+    )
+    d = live.decide(call, _engines(0))
+    assert d is not None and d.priority == 50.0 and d.rank_base == -20.0
+    assert d.level == MLFQConfig().level_for(70.0)
+
+
+def test_promotion_and_aging_follow_the_starvation_rules() -> None:
+    live = LivePolicy.build("atlas", beta=2.0, age_s="default")
+    st = live.policy.starvation
+    row = StarvationRow(
+        id="c",
+        program_id="p",
+        engine_id="e0",
+        status="preempted",
+        level=3,
+        service=40.0,
+        rank_base=300.0,
+        run_s=1.0,
+        reset_s=NOW - 5.0,
+        reset_run_s=0.0,
+        program_created_s=NOW - 60,
+        program_wait_s=0.5,
+        program_run_s=2.0,
+        now_s=NOW,
+    )
+    # W_c = 5 - 1 = 4, T_c = 1: (0.5 + 4) / (2 + 1) = 1.5 < 2
+    assert not should_promote(st, w_p=0.5, w_c=4.0, t_p=2.0, t_c=1.0)
+    assert live.promotion(row) is None
+    later = replace(row, now_s=NOW + 2.0)  # (0.5 + 6) / 3 = 2.17 >= 2
+    change = live.promotion(later)
+    assert change is not None and change.to_level == 0 and change.restart
+    assert ">= beta 2" in change.reason
+    assert live.promotion(replace(later, level=0)) is None  # already in the top queue
+    aging = LivePolicy.build("plas", age_s=30.0)
+    aged = aging.promotion(replace(row, now_s=NOW))  # the program is 60 s old
+    assert aged is not None and aged.aged and aged.tiebreak == NOW - 60 and not aged.restart
+    heavy = _row(program_service=10_000.0, program_completed=10_000.0)  # program 10 s old
+    d = aging.decide(heavy, _engines(0))
+    assert d is not None and not d.aged and d.level == 8
+    d = LivePolicy.build("plas", age_s=5.0).decide(heavy, _engines(0))
+    assert d is not None and d.aged and d.level == 0 and d.tiebreak == NOW - 10
+
+
+def test_promoted_at_issue_when_the_program_waited_long() -> None:
+    live = LivePolicy.build("atlas")  # beta 10
+    call = _row(program_service=200.0, program_wait_s=30.0, program_run_s=2.0)
+    d = live.decide(call, _engines(0))
+    assert d is not None and d.level == 0 and d.restart and "promoted at issue" in d.reason
+    calm = live.decide(replace(call, program_wait_s=1.0), _engines(0))
+    assert calm is not None and calm.level > 0 and not calm.restart
+
+
+def test_demotion_level_is_the_rank_of_the_new_value() -> None:
+    live = LivePolicy.build("plas", quantum=32, levels=5)
+    assert [live.level_after(rank_base=10.0, service=s, aged=False) for s in (0, 22, 54, 500)] == [
+        0,
+        1,
+        2,
+        4,
+    ]
+    assert live.level_after(rank_base=10.0, service=500, aged=True) == 0
+
+
+def test_locality_and_guard_reasons() -> None:
+    live = LivePolicy.build("atlas", short_prompt_tokens=100, guard_abs=3.0, guard_ratio=1.5)
+    long = _row(prompt_ids_len=500)
+    engine, pin, why = live.place(long, _engines(2, 1), 0)
+    assert (engine, pin) == ("e1", "e1") and "pinned to least-loaded" in why
+    engine, pin, why = live.place(replace(long, engine_affinity="e0"), _engines(3, 1), 0)
+    assert (engine, pin) == ("e0", None) and "affinity" in why
+    engine, _, why = live.place(replace(long, engine_affinity="e0"), _engines(9, 1), 0)
+    assert engine == "e1" and "load skewed" in why
+    engine, _, why = live.place(replace(long, engine_affinity="gone"), _engines(4, 5), 0)
+    assert engine == "e0" and "pinned" in why  # a lost engine's pin is replaced
+    engine, _, why = live.place(_row(prompt_ids_len=10), _engines(3, 1), 0)
+    assert engine == "e1" and "short prompt" in why
+
+
+def test_prompt_length_estimate() -> None:
+    assert prompt_tokens(_row(prompt_ids_len=7)) == 7
+    assert prompt_tokens(_row(prompt_ids_len=None, prompt_chars=10)) == math.ceil(10 / 4)
+
+
+def test_policies_that_cannot_run_live_are_refused() -> None:
+    with pytest.raises(ValueError, match="cannot run live"):
+        LivePolicy.build("srpt")
+    assert LivePolicy.build("atlas", beta=None).policy.starvation.beta is None
+    assert LivePolicy.build("atlas", quantum=16, levels=3).policy.mlfq.boundaries == (16.0, 32.0)
