@@ -149,9 +149,14 @@ class _EmbeddedServer:
     _log_file: IO[bytes] | None = None
     _log_path: Path | None = None
     _started = False
+    spawn_attempts = 1
 
     def _prepare(self) -> None:
         raise NotImplementedError
+
+    def _transient(self, exc: EmbeddedServerError) -> bool:
+        """Whether a failed start is worth another try (the server's own verdict)."""
+        return False
 
     def _spawn(self) -> None:
         raise NotImplementedError
@@ -188,15 +193,22 @@ class _EmbeddedServer:
             return self
         try:
             self._prepare()
-            self._spawn()
-            deadline = time.monotonic() + self.startup_timeout
-            while not self._is_ready():
-                if time.monotonic() > deadline:
-                    raise EmbeddedServerError(
-                        f"{self.name} not ready after {self.startup_timeout:.0f}s; "
-                        f"log {self._log_path}:\n{_tail(self._log_path)}"
-                    )
-                time.sleep(0.05)
+            for attempt in range(self.spawn_attempts):
+                self._spawn()
+                try:
+                    deadline = time.monotonic() + self.startup_timeout
+                    while not self._is_ready():
+                        if time.monotonic() > deadline:
+                            raise EmbeddedServerError(
+                                f"{self.name} not ready after {self.startup_timeout:.0f}s; "
+                                f"log {self._log_path}:\n{_tail(self._log_path)}"
+                            )
+                        time.sleep(0.05)
+                    break
+                except EmbeddedServerError as exc:
+                    if attempt + 1 >= self.spawn_attempts or not self._transient(exc):
+                        raise
+                    time.sleep(1.0)
         except BaseException as exc:
             self._fail(exc)
         self._started = True
@@ -208,15 +220,22 @@ class _EmbeddedServer:
             return self
         try:
             await asyncio.to_thread(self._prepare)
-            self._spawn()
-            deadline = time.monotonic() + self.startup_timeout
-            while not self._is_ready():
-                if time.monotonic() > deadline:
-                    raise EmbeddedServerError(
-                        f"{self.name} not ready after {self.startup_timeout:.0f}s; "
-                        f"log {self._log_path}:\n{_tail(self._log_path)}"
-                    )
-                await asyncio.sleep(0.05)
+            for attempt in range(self.spawn_attempts):
+                self._spawn()
+                try:
+                    deadline = time.monotonic() + self.startup_timeout
+                    while not self._is_ready():
+                        if time.monotonic() > deadline:
+                            raise EmbeddedServerError(
+                                f"{self.name} not ready after {self.startup_timeout:.0f}s; "
+                                f"log {self._log_path}:\n{_tail(self._log_path)}"
+                            )
+                        await asyncio.sleep(0.05)
+                    break
+                except EmbeddedServerError as exc:
+                    if attempt + 1 >= self.spawn_attempts or not self._transient(exc):
+                        raise
+                    await asyncio.sleep(1.0)
         except BaseException as exc:
             self._fail(exc)
         self._started = True
@@ -551,6 +570,14 @@ class EmbeddedPostgres(_EmbeddedServer):
         self.socket_dir: Path | None = None
         self.adopted_pid: int | None = None
         self._uid_gid: tuple[int, int] | None = None
+
+    # After a crash, the dead server's backends can hold its shared memory for a moment after
+    # the postmaster is gone; Postgres then refuses to start ("pre-existing shared memory block
+    # is still in use"). Waiting a second and starting again is the documented remedy.
+    spawn_attempts = 10
+
+    def _transient(self, exc: EmbeddedServerError) -> bool:
+        return "pre-existing shared memory block" in str(exc)
 
     @classmethod
     def ephemeral(cls, **kwargs: Any) -> EmbeddedPostgres:
