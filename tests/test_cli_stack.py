@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 AUTELLIX = [sys.executable, "-m", "autellix.cli"]
@@ -64,8 +66,11 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.timeout(180)
 def test_up_embedded_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [*AUTELLIX, "up", "--ephemeral", "--engines", "2", "--quiet"],
+        [*AUTELLIX, "up", "--ephemeral", "--engines", "2", "--quiet", "--http-port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -84,6 +89,9 @@ def test_up_embedded_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path
     out = "".join(lines)
     assert "Autellix is up" in out, out
     assert "(embedded)" in out and "nats://127.0.0.1:" in out
+    assert f"http://127.0.0.1:{port}/v1" in out
+    health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10)
+    assert health.status_code == 200
     family = _descendants(proc.pid)
     # nats-server, postgres (+ its workers), frontend, scheduler, 2 engines, watchdog
     assert len(family) >= 6, out
@@ -149,7 +157,9 @@ def test_db_upgrade_and_current(make_database: Callable[..., str], tmp_path: Pat
     cur = subprocess.run(
         [*AUTELLIX, "db", "current", "--database-url", db], capture_output=True, text=True, env=env
     )
-    assert cur.returncode == 0 and "current: 0001" in cur.stdout
+    from autellix.store.migrate import head_revision
+
+    assert cur.returncode == 0 and f"current: {head_revision()}" in cur.stdout
 
 
 def test_db_without_url_is_a_clear_error(tmp_path: Path) -> None:
