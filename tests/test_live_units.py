@@ -216,3 +216,115 @@ def test_policies_that_cannot_run_live_are_refused() -> None:
         LivePolicy.build("srpt")
     assert LivePolicy.build("atlas", beta=None).policy.starvation.beta is None
     assert LivePolicy.build("atlas", quantum=16, levels=3).policy.mlfq.boundaries == (16.0, 32.0)
+
+
+# --------------------------------------------------------------------------- engine runner
+
+
+class _StubPool:
+    """Every conditional transition succeeds (the engine owns its calls); nothing is stored."""
+
+    async def fetchval(self, *args: object) -> object:
+        return "ok"
+
+    async def fetchrow(self, *args: object) -> None:
+        return None
+
+    async def fetch(self, *args: object) -> list[object]:
+        return []
+
+    async def execute(self, *args: object) -> str:
+        return ""
+
+    async def executemany(self, *args: object) -> None:
+        return None
+
+
+class _StubNats:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def publish(self, subject: str, payload: bytes, **_: object) -> None:
+        self.sent.append((subject, payload))
+
+
+def _dispatch(call_id: str, level: int, *, tiebreak: float = 0.0, seq: int = 0) -> Dispatch:
+    return Dispatch(
+        call_id=call_id,
+        program_id=f"p-{call_id}",
+        thread_id="main",
+        reply_to=f"_INBOX.{call_id}",
+        level=level,
+        priority=0.0,
+        request=CallRequest(
+            program_id=f"p-{call_id}",
+            prompt_token_ids=[1, 2, 3],
+            sampling=SamplingParams(max_tokens=100),
+        ),
+        accepted_at=datetime.now(UTC),
+        tiebreak=tiebreak,
+        control_seq=seq,
+    )
+
+
+async def test_engine_orders_by_rank_applies_each_control_once_and_preempts_by_plan() -> None:
+    import asyncio
+
+    import structlog
+    from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
+    from autellix.services.engine.runner import EngineRunner
+
+    from autellix.protocol import Control, Subjects
+
+    backend = SimulatedBackend(SimConfig(max_batch=1, token_latency_s=0.01))
+    nc = _StubNats()
+    runner = EngineRunner(
+        backend=backend,
+        pool=_StubPool(),
+        nc=nc,  # type: ignore[arg-type]
+        js=None,  # type: ignore[arg-type]
+        subjects=Subjects("unit"),
+        engine_id="e-unit",
+        log=structlog.get_logger(),
+    )
+    try:
+        assert runner.offer(_dispatch("a", 1))
+        await asyncio.sleep(0.05)
+        assert [c.call_id for c in runner.running] == ["a"]
+        runner.offer(_dispatch("b", 3, tiebreak=5.0))
+        runner.offer(_dispatch("c", 2, tiebreak=9.0))
+        runner.offer(_dispatch("d", 2, tiebreak=1.0))  # same level as c, earlier program
+        assert [c.call_id for c in runner.queues.all()] == ["d", "c", "b"]  # rank order
+        runner.control(Control(action="set_level", call_id="b", level=2, seq=1))
+        assert [c.call_id for c in runner.queues.all()] == ["d", "b", "c"]  # tiebreaks 1, 5, 9
+        runner.control(Control(action="set_level", call_id="b", level=2, seq=2, tiebreak=0.5))
+        assert [c.call_id for c in runner.queues.all()] == ["b", "d", "c"]
+        for stale in (2, 1):  # a repeat and an older seq change nothing
+            runner.control(Control(action="set_level", call_id="b", level=4, seq=stale))
+            assert runner.calls["b"].level == 2
+        # a level change that overtakes its Dispatch is applied when the Dispatch arrives...
+        runner.control(Control(action="set_level", call_id="e", level=2, seq=3))
+        runner.offer(_dispatch("e", 4, tiebreak=20.0, seq=2))
+        assert runner.calls["e"].level == 2 and runner.calls["e"].control_seq == 3
+        # ... unless the Dispatch already reflects it
+        runner.control(Control(action="set_level", call_id="f", level=2, seq=3))
+        runner.offer(_dispatch("f", 4, tiebreak=30.0, seq=3))
+        assert runner.calls["f"].level == 4
+        assert not any(c.stop_reason for c in runner.running)  # nobody waits above level 1
+        # demote the running call below the waiting ones: plan_batch preempts it for b
+        runner.control(Control(action="set_level", call_id="a", level=3, seq=1))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if [c.call_id for c in runner.running] == ["b"]:
+                break
+        assert [c.call_id for c in runner.running] == ["b"]
+        a = runner.calls["a"]
+        assert a.state == "waiting" and a.level == 3 and a.preemptions == 1 and a.tokens
+        reports = [p for s, p in nc.sent if s == runner.subjects.reports]
+        assert reports and b'"call_id":"a"' in reports[-1]  # its progress, reported at once
+    finally:
+        tasks = [c.task for c in list(runner.running) if c.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await backend.stop()

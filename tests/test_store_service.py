@@ -152,5 +152,13 @@ async def test_load_calls_columns_are_call_row_fields(db: str) -> None:
         assert call is not None and call.id == cid and call.priority == 3.0
         assert call.prompt_ids_len is None and call.prompt_chars == 1  # prompt "x"
         assert call.program_status == "open" and call.status == "dispatched"
+        # explicit nulls (a request dumped without exclude_none) are not arrays
+        await pool.execute(
+            """UPDATE calls SET request = '{"prompt": null, "messages": null,
+                                           "prompt_token_ids": [4, 5]}'::jsonb WHERE id = $1""",
+            cid,
+        )
+        call = await q.load_call(pool, cid)
+        assert call is not None and call.prompt_ids_len == 2 and call.prompt_chars == 0
     finally:
         await pool.close()

@@ -430,6 +430,23 @@ def scaling(
     console.print("wrote " + ", ".join(str(p) for p in paths))
 
 
+@bench_app.command("report")
+def report(
+    results: Annotated[Path, typer.Argument(help="A results.json of `bench live` or `scaling`.")],
+) -> None:
+    """Rewrite the Markdown and PNG next to a results.json (after a report format change)."""
+    payload = json.loads(results.read_text())
+    if "scaling" in payload.get("banner", ""):
+        from autellix.livebench.scaling import write_scaling
+
+        paths = write_scaling(payload, results.parent)
+    else:
+        from autellix.livebench.report import write_outputs
+
+        paths = list(write_outputs(payload, results.parent).values())
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
 def register(app: typer.Typer) -> None:
     """Add `autellix bench` (live, overhead, scaling) to the CLI."""
     app.add_typer(bench_app, name="bench")

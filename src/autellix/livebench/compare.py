@@ -47,6 +47,11 @@ def live_vs_sim(runs: Sequence[dict[str, Any]], prefix: str = "sim") -> dict[str
     }
 
 
+def _ratio(num: dict[str, Any], den: dict[str, Any], key: str) -> float | None:
+    n, d = num.get(key), den.get(key)
+    return n / d if n and d else None
+
+
 def _lightest(runs: Sequence[dict[str, Any]], policy: str, key: str) -> float | None:
     pts = sorted((r["rate"], r[key]) for r in runs if r["policy"] == policy)
     return pts[0][1] if pts else None
@@ -85,6 +90,10 @@ def policy_ratios(
                 "p99_latency_ratio": b["p99_latency_s"] / a["p99_latency_s"],
                 "throughput_ratio": a["throughput_programs_per_s"] / b["throughput_programs_per_s"],
                 "policy_applied": bool(a.get("policy_applied", True)),
+                # the simulator's prediction of the same two runs, for comparison
+                "sim_avg_latency_per_token_ratio": _ratio(b, a, "sim_avg_latency_per_token_s"),
+                "sim_avg_latency_ratio": _ratio(b, a, "sim_avg_latency_s"),
+                "sim_p99_latency_ratio": _ratio(b, a, "sim_p99_latency_s"),
             }
         )
     saturated = [x for x in per_rate if x["baseline_saturated"]]

@@ -62,6 +62,47 @@ IDLE = SimEngineTiming(
 )
 
 
+_COMPONENTS = (
+    ("frontend", "autellix.services.frontend"),
+    ("scheduler", "autellix.services.scheduler"),
+    ("engine", "autellix.services.engine"),
+    ("nats-server", "nats-server"),
+    ("postgres", "postgres"),
+)
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process ("client") and by each kind of
+    child process: the services, and NATS/Postgres when they are our embedded children.
+
+    Differences of two snapshots around N calls give CPU per call per component: where the
+    control plane spends its time, independent of how the two cores were shared.
+    """
+    import psutil
+
+    me = psutil.Process()
+    out = dict.fromkeys(["client", *(c for c, _ in _COMPONENTS)], 0.0)
+    t = me.cpu_times()
+    out["client"] = t.user + t.system
+    for child in me.children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+            t = child.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for name, key in _COMPONENTS:
+            if key in cmd:
+                out[name] += t.user + t.system
+                break
+    return out
+
+
+def cpu_per_call_ms(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    per = {k: (after[k] - before[k]) * 1000 / max(1, n) for k in before}
+    per["total"] = sum(per.values())
+    return per
+
+
 def _pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     if not s:
@@ -111,8 +152,11 @@ async def sequential_latency(infra: Infra, cfg: OverheadConfig) -> dict[str, Any
                 "dispatched_to_started": [],
                 "started_to_finished": [],
             }
+            cpu0: dict[str, float] = {}
             async with client.program(f"overhead-{uuid.uuid4().hex[:8]}") as prog:
                 for i in range(cfg.calls + cfg.warmup):
+                    if i == cfg.warmup:
+                        cpu0 = cpu_snapshot()
                     res = await prog.call(
                         prompt_token_ids=[100 + i % 1000],
                         max_tokens=1,
@@ -136,11 +180,13 @@ async def sequential_latency(infra: Infra, cfg: OverheadConfig) -> dict[str, Any
                         stages["started_to_finished"].append(
                             (t.finished_at - t.started_at).total_seconds()
                         )
+            cpu = cpu_per_call_ms(cpu0, cpu_snapshot(), len(total)) if cpu0 else {}
     return {
         "calls": len(total),
         **_stats_ms(total),
         "stages_ms_p50": {k: _pct(v, 50) * 1000 for k, v in stages.items()},
         "stages_ms_p99": {k: _pct(v, 99) * 1000 for k, v in stages.items()},
+        "cpu_ms_per_call": cpu,
     }
 
 
@@ -271,10 +317,9 @@ async def decisions_per_second(infra: Infra, cfg: OverheadConfig) -> dict[str, A
             )
         )
         t_start = time.monotonic()
-        if cfg.py_spy_out is not None:
-            # sample the dispatching, not the imports: wait for the ready line first
-            with contextlib.suppress(Exception):
-                await rs.stack.group.wait_ready_async("scheduler-0", timeout=120)
+        # profile the dispatching, not the imports: wait for the ready line first
+        with contextlib.suppress(Exception):
+            await rs.stack.group.wait_ready_async("scheduler-0", timeout=120)
         spy: asyncio.subprocess.Process | None = None
         raw: Path | None = None
         if cfg.py_spy_out is not None and shutil.which("py-spy"):
@@ -286,12 +331,15 @@ async def decisions_per_second(infra: Infra, cfg: OverheadConfig) -> dict[str, A
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
+        cpu0 = cpu_snapshot()
+        _, early = await _dispatched(dsn)
         done: list[datetime] = []
         while time.monotonic() - t_start < cfg.burst_timeout_s:
             await asyncio.sleep(0.5)
             _, done = await _dispatched(dsn)
             if len(done) >= accepted:
                 break
+        cpu1 = cpu_snapshot()
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
             with contextlib.suppress(TimeoutError):
@@ -303,6 +351,8 @@ async def decisions_per_second(infra: Infra, cfg: OverheadConfig) -> dict[str, A
         "dispatched": n,
         "submit_s": submit_s,
         "accept_rate_per_s": accepted / submit_s if submit_s else None,
+        # from the scheduler's ready line on; includes the idle engine pulling dispatches
+        "cpu_ms_per_decision": cpu_per_call_ms(cpu0, cpu1, n - len(early)),
     }
     if n >= 2:
         span = (done[-1] - done[0]).total_seconds()
@@ -363,10 +413,14 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"{TARGETS['p50_ms']:g}), p99 {r['p99_ms']:.2f} ms ({ok[r['meets']['p99_ms']]} <= "
         f"{TARGETS['p99_ms']:g})",
         "  stages p50 (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in seq["stages_ms_p50"].items()),
+        "  CPU per call (ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in seq.get("cpu_ms_per_call", {}).items()),
         f"one scheduler replica: {r['decisions_per_s']:.0f} decisions/s over "
         f"{b.get('dispatched', 0)} queued calls ({ok[r['meets']['decisions_per_s']]} >= "
         f"{TARGETS['decisions_per_s']:g}); p10-p90 {b.get('decisions_per_s_p10_p90', 0):.0f}/s; "
         f"frontend accepted the burst at {b.get('accept_rate_per_s') or 0:.0f} calls/s",
+        "  CPU per decision (ms): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in b.get("cpu_ms_per_decision", {}).items()),
         f"load average {r['meta']['load_avg_start']:.2f} -> {r['meta']['load_avg_end']:.2f}",
     ]
     spy = b.get("py_spy") or {}

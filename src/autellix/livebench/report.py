@@ -9,6 +9,7 @@ SIMULATED engines.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,9 @@ def ratio_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "avg latency",
         "p99 latency",
         "throughput",
+        "simulated: avg s/tok",
+        "avg latency",
+        "p99 latency",
     ]
     rows = []
     for x in cmp_.get("per_rate", []):
@@ -139,9 +143,16 @@ def ratio_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 f"{x['avg_latency_ratio']:.2f}x",
                 f"{x['p99_latency_ratio']:.2f}x",
                 f"{x['throughput_ratio']:.2f}x",
+                _x(x.get("sim_avg_latency_per_token_ratio")),
+                _x(x.get("sim_avg_latency_ratio")),
+                _x(x.get("sim_p99_latency_ratio")),
             ]
         )
     return header, rows
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -177,7 +188,12 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{probe['step_configured_s'] * 1000:.2f} ms configured "
             f"(x{probe['step_scale']:.3f}).",
         ]
-    contended = [r for r in payload["runs"] if r.get("cpu_contended")]
+    cpus = meta.get("cpus") or os.cpu_count() or 1
+    contended = [
+        r
+        for r in payload["runs"]
+        if r.get("cpu_contended", max(r.get("load_avg_start", 0), r.get("load_avg_end", 0)) > cpus)
+    ]
     if contended:
         out += [
             "",
@@ -218,7 +234,35 @@ def markdown(payload: dict[str, Any]) -> str:
                 + ", ".join(
                     f"m={m}: {fmt_ratio(v['ratio'], v['bound'])}" for m, v in sorted(eq.items())
                 )
-                + " (three rates only: coarse; `>=`/`<=` mark bounds).",
+                + f" ({len(payload.get('rates', []))} rates: coarse; `>=`/`<=` mark bounds).",
+            ]
+    others = {k: v for k, v in (payload.get("comparisons") or {}).items() if v}
+    if len(others) > 1:
+        rows = []
+        for pol, c in others.items():
+            for x in c["per_rate"]:
+                if not x["baseline_saturated"]:
+                    continue
+                rows.append(
+                    [
+                        pol,
+                        _f(x["rate"]),
+                        f"{x['avg_latency_per_token_ratio']:.2f}x",
+                        f"{x['avg_latency_ratio']:.2f}x",
+                        f"{x['p99_latency_ratio']:.2f}x",
+                        _x(x.get("sim_avg_latency_per_token_ratio")),
+                    ]
+                )
+        if rows:
+            base = next(iter(others.values()))["baseline"]
+            out += [
+                "",
+                f"### Every policy vs {base} where {base} is saturated ({base} / policy)",
+                "",
+                _md_table(
+                    ["policy", "rate", "avg s/tok", "avg latency", "p99 latency", "sim avg s/tok"],
+                    rows,
+                ),
             ]
     agree = payload.get("live_vs_sim") or {}
     if agree.get("runs"):

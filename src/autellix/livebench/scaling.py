@@ -141,6 +141,7 @@ def _rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "rate",
         "programs/s",
         "tokens/s",
+        "sim tokens/s",
         "calls/s",
         "x 1 engine",
         "avg lat s",
@@ -168,6 +169,9 @@ def _rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 f"{r['rate']:.4g}",
                 f"{r['throughput_programs_per_s']:.3g}",
                 f"{r['output_tokens_per_s']:.0f}",
+                f"{r.get('output_tokens', 0) / r['sim_makespan_s']:.0f}"
+                if r.get("sim_makespan_s")
+                else "-",
                 f"{r['calls_per_s']:.1f}",
                 f"{r['output_tokens_per_s'] / b:.2f}x" if b else "-",
                 f"{r['avg_latency_s']:.3g}",

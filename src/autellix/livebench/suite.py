@@ -133,6 +133,8 @@ async def run_live_bench(
         comparison = policy_ratios(runs, sust, "atlas", "fcfs")
     elif len(cfg.policies) >= 2:
         comparison = policy_ratios(runs, sust, cfg.policies[-1], cfg.policies[0])
+    base = "fcfs" if "fcfs" in cfg.policies else cfg.policies[0]
+    comparisons = {p: policy_ratios(runs, sust, p, base) for p in cfg.policies if p != base}
     meta = {
         "workload": workload.name,
         "programs": len(workload.programs),
@@ -154,6 +156,7 @@ async def run_live_bench(
         "loads": list(loads) if not rates else None,
         "servers": infra_desc,
         "machine": _machine(),
+        "cpus": os.cpu_count(),
         "load_avg_start": load_start,
         "load_avg_end": _load(),
         "wall_s": time.perf_counter() - t_start,
@@ -174,6 +177,7 @@ async def run_live_bench(
         "sustainable": sust,
         "at_load": at_load(runs, cap, 0.8) if cap else None,
         "comparison": comparison,
+        "comparisons": comparisons,
         "live_vs_sim": live_vs_sim(runs, "sim"),
         "live_vs_sim_cal": live_vs_sim(runs, "sim_cal"),
     }

@@ -238,11 +238,13 @@ _LOAD_CALLS = """
            p.starve_wait_s AS program_wait_s, p.starve_run_s AS program_run_s,
            par.base AS parents_base, par.service AS parents_service,
            EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now_s,
-           jsonb_array_length(c.request -> 'prompt_token_ids') AS prompt_ids_len,
+           CASE WHEN jsonb_typeof(c.request -> 'prompt_token_ids') = 'array'
+                THEN jsonb_array_length(c.request -> 'prompt_token_ids') END AS prompt_ids_len,
            COALESCE(length(c.request ->> 'prompt'),
-                    (SELECT sum(length(m ->> 'content'))
-                     FROM jsonb_array_elements(c.request -> 'messages') m), 0)::int
-               AS prompt_chars
+                    CASE WHEN jsonb_typeof(c.request -> 'messages') = 'array'
+                         THEN (SELECT sum(length(m ->> 'content'))
+                               FROM jsonb_array_elements(c.request -> 'messages') m) END,
+                    0)::int AS prompt_chars
     FROM calls c JOIN programs p ON p.id = c.program_id
     LEFT JOIN LATERAL (
         SELECT array_agg(pc.priority) AS base, array_agg(pc.service) AS service FROM calls pc
