@@ -122,6 +122,16 @@ CASES: list[tuple[str, bytes, ErrorCode, str]] = [
 ]
 
 
+async def _log_contains(stack: Stack, name: str, text: str, wait_s: float = 15.0) -> bool:
+    """Log lines reach the supervisor asynchronously (a pipe read by a thread): poll for them."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while text not in stack.logs(name):
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
 @pytest.mark.parametrize(("name", "payload", "code", "mentions"), CASES, ids=[c[0] for c in CASES])
 async def test_bad_request_gets_typed_error_and_service_keeps_serving(
     stack: Stack, wire: WireRecorder, name: str, payload: bytes, code: ErrorCode, mentions: str
@@ -134,6 +144,7 @@ async def test_bad_request_gets_typed_error_and_service_keeps_serving(
     assert isinstance(err, CallError) and err.code == code, err
     assert mentions in err.message
     # the frontend logged it, as one JSON line with the error code
+    await _log_contains(stack, "frontend", f'"code": "{code.value}"')
     log = stack.logs("frontend")
     assert any(
         '"event": "rejected call request"' in line and f'"code": "{code.value}"' in line
@@ -157,15 +168,14 @@ async def test_prompt_longer_than_the_engine_allows(stack: Stack, wire: WireReco
     (err,) = call.terminal
     assert isinstance(err, CallError) and err.code == ErrorCode.prompt_too_long
     assert err.call_id == call.call_id and "512" in err.message
-    assert "call failed" in stack.logs("bad-e1")
+    assert await _log_contains(stack, "bad-e1", "call failed")
 
 
 async def test_call_without_reply_subject_is_logged_and_dropped(
     stack: Stack, wire: WireRecorder
 ) -> None:
     await wire.nc.publish(stack.subjects.submit, json.dumps(GOOD).encode())  # no reply
-    await asyncio.sleep(0.5)
-    assert "call without a reply subject dropped" in stack.logs("frontend")
+    assert await _log_contains(stack, "frontend", "call without a reply subject dropped")
     good = await wire.run(CallRequest.model_validate(GOOD), wait_s=30)
     assert isinstance(good.terminal[0], CallFinal)
 
