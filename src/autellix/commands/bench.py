@@ -11,11 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from autellix.commands.common import DatabaseUrlOpt, NatsUrlOpt
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from autellix.livebench.engine import SimEngineTiming
+    from autellix.livebench.live import LiveConfig
+    from autellix.workloads.loader import Workload
 
 bench_app = typer.Typer(
     name="bench",
@@ -70,7 +77,7 @@ def _kv(items: list[str] | None) -> dict[str, Any]:
 
 def _timing(
     profile: str, batch: int, step: float | None, per_seq: float | None, prefill: float | None
-):  # type: ignore[no-untyped-def]
+) -> SimEngineTiming:
     from autellix.livebench.engine import SimEngineTiming
 
     try:
@@ -219,7 +226,7 @@ def live(
     _write_and_print(payload, out)
 
 
-def _console():  # type: ignore[no-untyped-def]
+def _console() -> Console:
     """A rich console; wide when output is not a terminal (logs, CI) so tables stay readable."""
     from rich.console import Console
 
@@ -227,7 +234,7 @@ def _console():  # type: ignore[no-untyped-def]
     return probe if probe.is_terminal else Console(width=max(probe.width, 180))
 
 
-def _run_with_progress(cfg, wl, **kwargs: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _run_with_progress(cfg: LiveConfig, wl: Workload, **kwargs: Any) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from autellix.livebench.report import BANNER
@@ -442,8 +449,9 @@ def report(
         paths = write_scaling(payload, results.parent)
     else:
         from autellix.livebench.report import write_outputs
+        from autellix.livebench.suite import summarize
 
-        paths = list(write_outputs(payload, results.parent).values())
+        paths = list(write_outputs(summarize(payload), results.parent).values())
     typer.echo("wrote " + ", ".join(str(p) for p in paths))
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from autellix.sim.profile import EngineProfile, load_profile
 
@@ -36,9 +36,23 @@ SIM_CACHE_TOKENS = 1_000_000
 DEFAULT_DELTA_INTERVAL_S = 0.1
 
 
+class EngineSpec(Protocol):
+    """What a live benchmark needs to start an engine of some backend (duck-typed: the `sim`
+    timing below; issue 6's `plain_vllm.VllmEngineSpec` for real vLLM engines)."""
+
+    backend: str
+    max_batch: int
+
+    def engine_args(self) -> list[str]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SimEngineTiming:
     """Timing of one simulated engine (the `sim` backend's flags)."""
+
+    backend: ClassVar[str] = "sim"
 
     step_s: float
     step_per_seq_s: float = 0.0

@@ -31,7 +31,7 @@ from typing import Any
 from autellix.client import CallResult, Client
 from autellix.driver import ProgramRun, run_workload
 from autellix.livebench.dbstats import as_dict, run_db_stats
-from autellix.livebench.engine import SimEngineTiming
+from autellix.livebench.engine import EngineSpec
 from autellix.livebench.probe import ProbeResult
 from autellix.livebench.stack import Infra, run_stack
 from autellix.sim.metrics import outcome_metrics, run_record
@@ -56,7 +56,7 @@ class LiveConfig:
 
     workload: str
     policies: list[str]
-    timing: SimEngineTiming
+    timing: EngineSpec  # SimEngineTiming, or another backend's spec (no simulator prediction)
     engines: int = 1
     schedulers: int = 1
     seed: int = 0
@@ -132,13 +132,15 @@ def predict(
     from autellix.sim import simulate
 
     sim_policy = SIM_POLICY.get(policy)
-    if sim_policy is None:
+    if sim_policy is None or not hasattr(cfg.timing, "profile"):
         return None
     run = simulate(
         with_call_delay(programs, call_delay_s),
         policy=sim_policy,
         engines=cfg.engines,
-        profile=cfg.timing.profile(scale=scale, prefill_scale=prefill_scale),
+        profile=cfg.timing.profile(  # type: ignore[attr-defined]
+            scale=scale, prefill_scale=prefill_scale
+        ),
         balancer=balancer,
         seed=cfg.seed,
     )
@@ -280,12 +282,14 @@ async def live_run(
     )
     failed_calls = sum(r.failed_calls for r in runs)
     rec.update(work_stats(outcomes, run.engine_utilization, db.window_s or wall))
+    backend = cfg.timing.backend
     rec.update(
         {
             "live": True,
-            "backend": "sim",
-            "simulated": True,  # the engines are simulated (the control plane is real)
-            "engines_label": ENGINES_LABEL,
+            "backend": backend,
+            # sim backend: the engines are simulated (the control plane is real)
+            "simulated": backend == "sim",
+            "engines_label": ENGINES_LABEL if backend == "sim" else f"{backend} engines",
             "policy_applied": applied,
             "scheduler_args": sched_args,
             "failed_calls": failed_calls,

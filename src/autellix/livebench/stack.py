@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autellix.livebench.engine import SimEngineTiming
+from autellix.livebench.engine import EngineSpec
 from autellix.settings import Settings, redact_url
 from autellix.stack import EngineConfig, Stack, StackConfig
 
@@ -159,7 +159,7 @@ async def run_stack(
     infra: Infra,
     *,
     policy: str,
-    timing: SimEngineTiming,
+    timing: EngineSpec,
     engines: int = 1,
     schedulers: int = 1,
     balancer: str | None = None,
@@ -181,7 +181,7 @@ async def run_stack(
     settings = Settings(nats_url=infra.nats_url, database_url=db_url, namespace=namespace)
     config = StackConfig(
         engines=[
-            EngineConfig("sim", timing.max_batch, tuple(timing.engine_args()))
+            EngineConfig(timing.backend, timing.max_batch, tuple(timing.engine_args()))
             for _ in range(engines)
         ],
         schedulers=schedulers,

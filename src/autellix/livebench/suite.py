@@ -127,14 +127,6 @@ async def run_live_bench(
                 cb.checkpoint(runs)
         infra_desc = infra.describe()
     runs.sort(key=lambda r: (r["rate"], cfg.policies.index(r["policy"])))
-    sust = sustainable(runs)
-    comparison = None
-    if "atlas" in cfg.policies and "fcfs" in cfg.policies:
-        comparison = policy_ratios(runs, sust, "atlas", "fcfs")
-    elif len(cfg.policies) >= 2:
-        comparison = policy_ratios(runs, sust, cfg.policies[-1], cfg.policies[0])
-    base = "fcfs" if "fcfs" in cfg.policies else cfg.policies[0]
-    comparisons = {p: policy_ratios(runs, sust, p, base) for p in cfg.policies if p != base}
     meta = {
         "workload": workload.name,
         "programs": len(workload.programs),
@@ -163,7 +155,7 @@ async def run_live_bench(
         "command": " ".join(sys.argv),
         **(meta_extra or {}),
     }
-    return {
+    payload = {
         "simulated": True,
         "live": True,
         "backend": "sim",
@@ -174,10 +166,32 @@ async def run_live_bench(
         "rates": rate_list,
         "runs": runs,
         "failed_runs": failed,
-        "sustainable": sust,
-        "at_load": at_load(runs, cap, 0.8) if cap else None,
-        "comparison": comparison,
-        "comparisons": comparisons,
-        "live_vs_sim": live_vs_sim(runs, "sim"),
-        "live_vs_sim_cal": live_vs_sim(runs, "sim_cal"),
     }
+    return summarize(payload)
+
+
+def summarize(payload: dict[str, Any]) -> dict[str, Any]:
+    """(Re)compute everything derived from `runs`: sustainable rates, policy comparisons, live vs
+    simulated agreement. `bench report` calls it too, so old results get current summaries."""
+    runs = payload["runs"]
+    policies = list(dict.fromkeys(r["policy"] for r in runs))
+    sust = sustainable(runs)
+    base = "fcfs" if "fcfs" in policies else (policies[0] if policies else "")
+    comparisons = {p: policy_ratios(runs, sust, p, base) for p in policies if p != base}
+    if "atlas" in comparisons:
+        comparison = comparisons["atlas"]
+    else:
+        comparison = comparisons[policies[-1]] if len(policies) >= 2 else None
+    cap = payload.get("capacity_programs_per_s")
+    payload.update(
+        {
+            "sustainable": sust,
+            "at_load": at_load(runs, cap, 0.8) if cap and runs else None,
+            "comparison": comparison,
+            "comparisons": comparisons,
+            "live_vs_sim": live_vs_sim(runs, "sim"),
+            "live_vs_sim_cal": live_vs_sim(runs, "sim_cal"),
+            "live_vs_sim_explained": live_vs_sim(runs, "sim_explained"),
+        }
+    )
+    return payload
