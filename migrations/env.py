@@ -6,9 +6,9 @@ import asyncio
 import os
 
 from alembic import context
-from autellix.settings import sqlalchemy_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from autellix.settings import sqlalchemy_url
 from autellix.store.models import Base
 
 config = context.config

@@ -95,6 +95,9 @@ def test_create_converts_string_options(tmp_path: Path) -> None:
     assert args["kv_cache_memory_bytes"] == 1 << 29 and args["scheduling_policy"] == "fcfs"
     with pytest.raises(ValueError, match="unknown vllm backend option"):
         create(model="dummy:tiny", no_such_option="1")
+    # queue_ahead: the service may keep 2 more calls resident in vLLM's own queue
+    ahead = create(model="dummy:tiny", model_dir=str(tmp_path), max_batch=3, queue_ahead="2")
+    assert ahead.max_batch == 5 and ahead.engine_args()["max_num_seqs"] == 3
 
 
 async def test_is_a_backend_and_reports_engine_facts(backend: VllmBackend) -> None:

@@ -264,7 +264,9 @@ def markdown(payload: dict[str, Any]) -> str:
         f"Engine: real vLLM ({meta['vllm_version']}) on {meta['machine']}; model "
         f"`{meta['engine']['model']}` (dummy weights: real timing), batch "
         f"{meta['engine']['max_batch']}, KV {meta['engine']['kv_cache_gib']} GiB, prefix "
-        f"caching on for every policy. Workload `{meta['workload']}` ({meta['programs']} "
+        f"caching on for every policy; Autellix engine `queue_ahead` "
+        f"{meta['engine'].get('queue_ahead', 0)}; vLLM processes at nice "
+        f"{meta['engine'].get('nice')}. Workload `{meta['workload']}` ({meta['programs']} "
         f"programs, Poisson arrivals, seed {meta['seed']}). Wall {meta['wall_s'] / 60:.1f} min, "
         f"load average {meta['load_avg_start']:.1f} -> {meta['load_avg_end']:.1f}.",
         "",
@@ -362,6 +364,8 @@ async def main(ns: argparse.Namespace) -> dict[str, Any]:
         kv_cache_gib=ns.kv_cache_gib,
         load_format=ns.load_format,
         model_dir=ns.model_dir,
+        queue_ahead=ns.queue_ahead,
+        nice=ns.nice,
     )
     policies = [p for p in ns.policies.split(",") if p]
     rates = [float(r) for r in ns.rates.split(",") if r]
@@ -457,6 +461,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--kv-cache-gib", type=float, default=1.0)
     ap.add_argument("--load-format", default="auto")
     ap.add_argument("--model-dir", default=None)
+    ap.add_argument(
+        "--queue-ahead", type=int, default=0, help="Autellix engine: calls resident in vLLM's queue"
+    )
+    ap.add_argument(
+        "--nice", type=int, default=None, help="renice vLLM's processes in every run (root: < 0)"
+    )
     ap.add_argument("--workload-option", action="append", help="WorkloadOptions KEY=JSON")
     ap.add_argument("--nats-url", default=None)
     ap.add_argument("--database-url", default=None)

@@ -78,6 +78,10 @@ class VllmEngineSpec:
     load_format: str = "auto"
     enable_prefix_caching: bool = True
     model_dir: str | None = None
+    # Autellix engine only: calls kept resident in vLLM's waiting queue beyond the batch, so a
+    # freed slot is refilled in the same step (plain vLLM queues everything there anyway)
+    queue_ahead: int = 0
+    nice: int | None = None  # renice vLLM's processes (both sides): a dedicated "device" core
     options: tuple[tuple[str, str], ...] = ()
     delta_interval_s: float = 0.1  # engine service: token deltas per call at most every 0.1 s
     extra_args: tuple[str, ...] = ()  # more engine-service flags
@@ -98,6 +102,10 @@ class VllmEngineSpec:
             opts["kv_cache_gib"] = self.kv_cache_gib
         if self.model_dir:
             opts["model_dir"] = self.model_dir
+        if self.queue_ahead:
+            opts["queue_ahead"] = self.queue_ahead
+        if self.nice is not None:
+            opts["nice"] = self.nice
         opts.update(dict(self.options))
         return opts
 
