@@ -12,8 +12,6 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
-from autellix.services.engine.backends.base import BackendError, GenerationRequest
-from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
 from svc_stack import Stack, WireCall, WireRecorder, db_fetch
 
 from autellix import bus
@@ -28,6 +26,8 @@ from autellix.protocol import (
     TokenDelta,
     encode,
 )
+from autellix.services.engine.backends.base import BackendError, GenerationRequest
+from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
 from autellix.settings import Settings
 from autellix.store import queries as q
 from autellix.store.db import create_pool

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from autellix.services.frontend.http import render_openapi
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from autellix.services.frontend import openai_schema as oa
-from autellix.services.frontend.http_calls import ApiError, CallRun, build_call, placeholder
 
 from autellix.protocol import CallError, ErrorCode, TokenDelta
+from autellix.services.frontend import openai_schema as oa
+from autellix.services.frontend.http_calls import ApiError, CallRun, build_call, placeholder
 
 
 def _chat(**extra: object) -> oa.ChatCompletionRequest:

@@ -20,8 +20,6 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
-from autellix.services.engine.backends.base import GenerationRequest
-from autellix.services.engine.backends.sim import SimulatedBackend
 from svc_stack import Stack, WireCall, WireRecorder, db_fetch
 from typer.testing import CliRunner
 
@@ -36,6 +34,8 @@ from autellix.protocol import (
     TokenDelta,
     encode,
 )
+from autellix.services.engine.backends.base import GenerationRequest
+from autellix.services.engine.backends.sim import SimulatedBackend
 from autellix.settings import Settings
 
 ENGINE = "live-e1"

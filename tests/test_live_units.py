@@ -8,12 +8,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from autellix.services.scheduler.decide import LivePolicy, prompt_tokens
-from autellix.services.scheduler.dispatcher import dispatch_payload, passthrough_trace
-from autellix.services.scheduler.engines import EngineView
 
 from autellix.policy import MLFQConfig, ProgramService, call_rank, get_policy, should_promote
 from autellix.protocol import CallRequest, Dispatch, SamplingParams, encode
+from autellix.services.scheduler.decide import LivePolicy, prompt_tokens
+from autellix.services.scheduler.dispatcher import dispatch_payload, passthrough_trace
+from autellix.services.scheduler.engines import EngineView
 from autellix.store.queries import CallRow, StarvationRow
 
 NOW = 1_764_000_000.0
@@ -271,10 +271,10 @@ async def test_engine_orders_by_rank_applies_each_control_once_and_preempts_by_p
     import asyncio
 
     import structlog
-    from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
-    from autellix.services.engine.runner import EngineRunner
 
     from autellix.protocol import Control, Subjects
+    from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
+    from autellix.services.engine.runner import EngineRunner
 
     backend = SimulatedBackend(SimConfig(max_batch=1, token_latency_s=0.01))
     nc = _StubNats()

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from autellix.services.engine.backends.base import (
     Backend,
     BackendError,
@@ -23,7 +24,6 @@ from autellix.services.engine.backends.base import (
     TokenChunk,
 )
 from autellix.services.engine.backends.vllm import VllmBackend, VllmBackendConfig, create
-
 from autellix.tinymodel import PRESETS, make_preset, make_tiny_llama
 
 pytestmark = pytest.mark.vllm

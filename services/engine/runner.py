@@ -41,9 +41,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from autellix.services.engine.backends.base import Backend, BackendError, GenerationRequest
-from autellix.services.engine.local import EngineCall, LevelQueues
-from autellix.services.engine.tracing import EngineTelemetry
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -65,6 +62,9 @@ from autellix.protocol import (
     Usage,
     encode,
 )
+from autellix.services.engine.backends.base import Backend, BackendError, GenerationRequest
+from autellix.services.engine.local import EngineCall, LevelQueues
+from autellix.services.engine.tracing import EngineTelemetry
 from autellix.store import queries as q
 
 _RETRYABLE = {ErrorCode.engine_failed.value, ErrorCode.internal.value, ErrorCode.no_engine.value}

@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from autellix.services.engine.backends import create_backend
-from autellix.services.engine.runner import EngineRunner, RunnerConfig
 from pydantic import ValidationError
 
 from autellix import bus
 from autellix.protocol import Control, Dispatch, EngineHeartbeat, Subjects, encode
+from autellix.services.engine.backends import create_backend
+from autellix.services.engine.runner import EngineRunner, RunnerConfig
 from autellix.settings import Settings
 from autellix.store import queries as q
 from autellix.store.db import create_pool, synchronous_commit_for

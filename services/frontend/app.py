@@ -20,13 +20,6 @@ import contextlib
 import json
 from typing import Any, TypeVar
 
-from autellix.services.frontend.accept import (
-    FrontendContext,
-    accept_call,
-    close_program,
-    open_program,
-)
-from autellix.services.frontend.tracing import record_program_closed
 from pydantic import BaseModel
 
 from autellix import bus, telemetry
@@ -42,6 +35,13 @@ from autellix.protocol import (
     parse_call_request,
     validate_model,
 )
+from autellix.services.frontend.accept import (
+    FrontendContext,
+    accept_call,
+    close_program,
+    open_program,
+)
+from autellix.services.frontend.tracing import record_program_closed
 from autellix.settings import Settings
 from autellix.store.db import create_pool, synchronous_commit_for
 

@@ -43,18 +43,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from autellix.services.frontend import openai_schema as oa
-from autellix.services.frontend.accept import close_program, open_program
-from autellix.services.frontend.http_calls import (
-    ApiError,
-    CallRun,
-    Piece,
-    build_call,
-    openai_finish_reason,
-    openai_usage,
-    outcome_label,
-)
-from autellix.services.frontend.tracing import program_telemetry
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -71,6 +59,18 @@ from autellix.protocol import (
     ProgramOpen,
     validate_model,
 )
+from autellix.services.frontend import openai_schema as oa
+from autellix.services.frontend.accept import close_program, open_program
+from autellix.services.frontend.http_calls import (
+    ApiError,
+    CallRun,
+    Piece,
+    build_call,
+    openai_finish_reason,
+    openai_usage,
+    outcome_label,
+)
+from autellix.services.frontend.tracing import program_telemetry
 
 
 class BodyLimit:

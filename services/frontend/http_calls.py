@@ -22,8 +22,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from autellix.services.frontend import openai_schema as oa
-from autellix.services.frontend.accept import accept_call
 from pydantic import ValidationError
 
 from autellix.client import CallFailed
@@ -39,6 +37,8 @@ from autellix.protocol import (
     TokenDelta,
     validate_model,
 )
+from autellix.services.frontend import openai_schema as oa
+from autellix.services.frontend.accept import accept_call
 
 HDR_PROGRAM = "x-autellix-program-id"
 HDR_THREAD = "x-autellix-thread-id"

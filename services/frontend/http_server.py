@@ -16,12 +16,12 @@ from collections.abc import Awaitable
 from typing import Any
 
 import uvicorn
+
+from autellix.protocol import MAX_MESSAGE_BYTES, ProgramClose, ProgramReply
 from autellix.services.frontend.accept import FrontendContext, close_program
 from autellix.services.frontend.http import BodyLimit, create_app
 from autellix.services.frontend.http_calls import EngineDirectory, ReplyRouter
 from autellix.services.frontend.tracing import program_telemetry
-
-from autellix.protocol import MAX_MESSAGE_BYTES, ProgramClose, ProgramReply
 
 
 class _Server(uvicorn.Server):

@@ -27,10 +27,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from autellix.services.scheduler.decide import LivePolicy
 from pydantic import ValidationError
 
 from autellix.protocol import Control, ServiceReport, Subjects, encode
+from autellix.services.scheduler.decide import LivePolicy
 from autellix.store import queries as q
 
 REPORTS_QUEUE_GROUP = "schedulers"

@@ -24,8 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from autellix.services.scheduler.engines import EngineView
-
 from autellix.policy import (
     BalancerConfig,
     BalancerKind,
@@ -42,6 +40,7 @@ from autellix.policy import (
 )
 from autellix.policy.balance import skewed
 from autellix.policy.starvation import is_aged, wait_ratio
+from autellix.services.scheduler.engines import EngineView
 from autellix.store.queries import CallRow, LevelChange, StarvationRow
 
 CHARS_PER_TOKEN = 4  # prompt length estimate for text prompts (the scheduler has no tokenizer)

@@ -50,8 +50,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from autellix.services.scheduler.decide import Decision, LivePolicy
-from autellix.services.scheduler.engines import EngineRegistry
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
@@ -65,6 +63,8 @@ from autellix.protocol import (
     encode,
 )
 from autellix.service_runtime import CrashPoint
+from autellix.services.scheduler.decide import Decision, LivePolicy
+from autellix.services.scheduler.engines import EngineRegistry
 from autellix.store import queries as q
 
 

@@ -39,12 +39,12 @@ import asyncio
 import zlib
 from typing import Any
 
-from autellix.services.scheduler.accounting import send_controls
-from autellix.services.scheduler.decide import LivePolicy
 from nats.js import JetStreamContext
 
 from autellix import bus
 from autellix.protocol import Subjects
+from autellix.services.scheduler.accounting import send_controls
+from autellix.services.scheduler.decide import LivePolicy
 from autellix.store import queries as q
 
 

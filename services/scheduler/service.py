@@ -23,15 +23,15 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
+from autellix import bus
+from autellix.protocol import EngineHeartbeat, Subjects
 from autellix.services.scheduler.accounting import ServiceAccounting
 from autellix.services.scheduler.decide import LivePolicy
 from autellix.services.scheduler.dispatcher import Dispatcher
 from autellix.services.scheduler.engines import EngineRegistry
 from autellix.services.scheduler.maintenance import Maintenance
-from pydantic import ValidationError
-
-from autellix import bus
-from autellix.protocol import EngineHeartbeat, Subjects
 from autellix.settings import Settings
 from autellix.store import queries as q
 from autellix.store.db import create_pool, synchronous_commit_for
