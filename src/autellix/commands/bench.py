@@ -1,9 +1,12 @@
 """`autellix bench`: benchmarks against the live stack (`live`, `overhead`, `scaling`).
 
 `bench live` replays a workload through real frontend/scheduler/engine processes over NATS and
-Postgres, one fresh stack per (policy, rate), and writes the same results.json as `autellix sim`
-plus the simulator's prediction of every run. The engines are SIMULATED (`sim` backend) and every
-output says so. Heavy imports stay inside the commands so `autellix --help` stays fast.
+Postgres, one fresh stack per (policy, rate), and writes the same results.json as `autellix sim`.
+With `--backend sim` (default) the engines are SIMULATED, every output says so, and each run
+carries the simulator's prediction. With `--backend vllm` every engine is a REAL vLLM engine and
+the plain-vLLM baselines `vllm-fcfs` / `vllm-priority` run side by side with Autellix policies
+(`livebench.vllm_suite`, issue 6). Heavy imports stay inside the commands so `autellix --help`
+stays fast.
 """
 
 from __future__ import annotations
@@ -18,19 +21,31 @@ import typer
 from autellix.commands.common import DatabaseUrlOpt, NatsUrlOpt
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from rich.console import Console
 
     from autellix.livebench.engine import SimEngineTiming
     from autellix.livebench.live import LiveConfig
+    from autellix.livebench.suite import Callbacks
+    from autellix.livebench.vllm_suite import VllmBenchConfig
     from autellix.workloads.loader import Workload
 
 bench_app = typer.Typer(
     name="bench",
-    help="Benchmarks on the live stack (SIMULATED engines): live, overhead, scaling.",
+    help="Benchmarks on the live stack (SIMULATED engines, or REAL vLLM with `live --backend "
+    "vllm`): live, overhead, scaling.",
     no_args_is_help=True,
 )
 
 BackendOpt = Annotated[str, typer.Option(help="Engine backend (only `sim` here).")]
+LiveBackendOpt = Annotated[
+    str,
+    typer.Option(
+        help="Engine backend: `sim` (SIMULATED engines) or `vllm` (REAL vLLM engine; policies "
+        "vllm-fcfs / vllm-priority run plain vLLM side by side with Autellix)."
+    ),
+]
 ProfileOpt = Annotated[
     str,
     typer.Option(help="Simulator profile whose step/per-seq/prefill terms the sim engine takes."),
@@ -93,12 +108,22 @@ def _timing(
         raise typer.BadParameter(str(exc)) from exc
 
 
-def _check_backend(backend: str) -> None:
-    if backend != "sim":
-        raise typer.BadParameter(
-            "only --backend sim is wired into `bench live` so far (the vllm backend's benchmark "
-            "is issue 6)"
-        )
+def _live_policies(policies: str | None, backend: str) -> list[str]:
+    """--policies (default per backend), checked: distinct, plain-vLLM ones only on vllm."""
+    from autellix.livebench.vllm_suite import DEFAULT_POLICIES, check_policies
+
+    if backend not in ("sim", "vllm"):
+        raise typer.BadParameter(f"--backend must be sim or vllm (got {backend!r})")
+    if policies is None:
+        policies = ",".join(DEFAULT_POLICIES) if backend == "vllm" else "fcfs,plas,atlas"
+    pols = [p.strip() for p in policies.split(",") if p.strip()]
+    if not pols or len(set(pols)) != len(pols):
+        raise typer.BadParameter("--policies must name distinct policies")
+    try:
+        check_policies(pols, backend)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--policies") from exc
+    return pols
 
 
 @bench_app.command("live")
@@ -109,12 +134,17 @@ def live(
         list[Path] | None,
         typer.Option(help="Data file (ShareGPT JSON, BFCL JSON Lines, tokenizer.json); repeat."),
     ] = None,
-    policies: Annotated[str, typer.Option(help="Comma-separated live policies.")] = (
-        "fcfs,plas,atlas"
-    ),
-    engines: Annotated[int, typer.Option(min=1, help="Simulated engines.")] = 1,
+    policies: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated live policies; default fcfs,plas,atlas (sim) or "
+            "vllm-fcfs,vllm-priority,plas,atlas (vllm). vllm-fcfs / vllm-priority (plain vLLM) "
+            "need --backend vllm."
+        ),
+    ] = None,
+    engines: Annotated[int, typer.Option(min=1, help="Simulated engines (sim only).")] = 1,
     schedulers: Annotated[int, typer.Option(min=1, help="Scheduler replicas.")] = 1,
-    backend: BackendOpt = "sim",
+    backend: LiveBackendOpt = "sim",
     programs: Annotated[int, typer.Option(min=1, help="Programs per run.")] = 60,
     rates: Annotated[
         str | None,
@@ -165,22 +195,55 @@ def live(
     ] = None,
     call_timeout: Annotated[float, typer.Option(help="Seconds before a call gives up.")] = 900.0,
     log_dir: Annotated[Path | None, typer.Option(help="Keep service logs here.")] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="vllm: model directory, HF name, or a built-in dummy-weight Llama preset "
+            "(dummy:tiny, dummy:bench, dummy:llama-8b)."
+        ),
+    ] = "dummy:bench",
+    load_format: Annotated[
+        str, typer.Option(help="vllm: weight loading (`dummy`: random weights, real timing).")
+    ] = "auto",
+    max_model_len: Annotated[int, typer.Option(min=16, help="vllm: max model length.")] = 4096,
+    kv_cache_gib: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="vllm: KV cache size in GiB (CPU); 0 = vLLM's own sizing (GPUs)."
+        ),
+    ] = 1.0,
+    queue_ahead: Annotated[
+        int, typer.Option(min=0, help="vllm, Autellix engine: calls resident in vLLM's queue.")
+    ] = 0,
+    nice: Annotated[
+        int | None, typer.Option(help="vllm: renice vLLM's processes in every run (< 0: root).")
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="vllm: where dummy presets are written.")
+    ] = None,
+    vllm_opt: Annotated[
+        list[str] | None,
+        typer.Option(help="vllm: further VllmBackendConfig KEY=VALUE for both sides; repeat."),
+    ] = None,
 ) -> None:
-    """LIVE stack + SIMULATED engines: latency vs arrival rate per policy, with the simulator's
-    prediction of every run."""
+    """LIVE stack: latency vs arrival rate per policy. `--backend sim`: SIMULATED engines, with
+    the simulator's prediction of every run. `--backend vllm`: a REAL vLLM engine, plain vLLM
+    (vllm-fcfs, vllm-priority) vs Autellix (plas, atlas, ...) side by side."""
     from autellix.livebench.live import LiveConfig
     from autellix.livebench.workload import live_options, load_live_workload
     from autellix.workloads import WORKLOADS
     from autellix.workloads.arrivals import PROCESSES
 
-    _check_backend(backend)
+    pols = _live_policies(policies, backend)
     if workload not in WORKLOADS:
         raise typer.BadParameter(f"--workload must be one of {', '.join(WORKLOADS)}")
     if arrival not in PROCESSES:
         raise typer.BadParameter(f"--arrival must be one of {', '.join(PROCESSES)}")
-    pols = [p.strip() for p in policies.split(",") if p.strip()]
-    if not pols or len(set(pols)) != len(pols):
-        raise typer.BadParameter("--policies must name distinct policies")
+    if backend == "vllm" and engines != 1:
+        raise typer.BadParameter(
+            "--backend vllm runs one engine (the plain-vLLM baselines have one)",
+            param_hint="--engines",
+        )
     try:
         opts = live_options(_kv(workload_option), paper_sizes)
         mix_d = {k: float(v) for k, v in _kv(mix.split(",")).items()} if mix else None
@@ -196,6 +259,52 @@ def live(
         )
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    import dataclasses
+
+    meta_extra = {"workload_options": dataclasses.asdict(opts), "paper_sizes": paper_sizes}
+    if backend == "vllm":
+        from autellix.livebench.plain_vllm import VllmEngineSpec
+        from autellix.livebench.vllm_suite import VllmBenchConfig
+
+        spec = VllmEngineSpec(
+            model=model,
+            max_batch=max_batch,
+            max_model_len=max_model_len,
+            kv_cache_gib=kv_cache_gib or None,
+            load_format=load_format,
+            model_dir=str(model_dir) if model_dir else None,
+            queue_ahead=queue_ahead,
+            nice=nice,
+            options=tuple(
+                (k, str(v).lower() if isinstance(v, bool) else str(v))
+                for k, v in _kv(vllm_opt).items()
+            ),
+        )
+        vcfg = VllmBenchConfig(
+            workload=workload,
+            policies=pols,
+            spec=spec,
+            schedulers=schedulers,
+            seed=seed,
+            arrival=arrival,
+            burst_cv=burst_cv,
+            balancer=balancer,
+            call_timeout_s=call_timeout,
+            log_dir=log_dir,
+            extra_scheduler_args=list(scheduler_arg or []),
+        )
+        payload = _run_vllm_with_progress(
+            vcfg,
+            wl,
+            rates=_floats(rates),
+            loads=_floats(loads) or [0.3, 0.8, 1.2],
+            nats_url=nats_url,
+            database_url=database_url,
+            meta_extra=meta_extra,
+            partial_path=out / "results.partial.json",
+        )
+        _write_and_print_vllm(payload, out)
+        return
     cfg = LiveConfig(
         workload=workload,
         policies=pols,
@@ -210,8 +319,6 @@ def live(
         log_dir=log_dir,
         extra_scheduler_args=list(scheduler_arg or []),
     )
-    import dataclasses
-
     payload = _run_with_progress(
         cfg,
         wl,
@@ -220,7 +327,7 @@ def live(
         nats_url=nats_url,
         database_url=database_url,
         do_probe=probe,
-        meta_extra={"workload_options": dataclasses.asdict(opts), "paper_sizes": paper_sizes},
+        meta_extra=meta_extra,
         partial_path=out / "results.partial.json",
     )
     _write_and_print(payload, out)
@@ -234,27 +341,20 @@ def _console() -> Console:
     return probe if probe.is_terminal else Console(width=max(probe.width, 180))
 
 
-def _run_with_progress(cfg: LiveConfig, wl: Workload, **kwargs: Any) -> dict[str, Any]:
+def _progress_run(
+    console: Console,
+    banner: str,
+    runs_total: int,
+    programs: int,
+    partial: Path | None,
+    run: Callable[[Callbacks], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Run a live benchmark under a rich progress bar (runs overall, programs of the current run),
+    printing one line per finished run and checkpointing the runs so far to `partial`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from autellix.livebench.report import BANNER
-    from autellix.livebench.stack import policy_args
-    from autellix.livebench.suite import Callbacks, run_live_bench
+    from autellix.livebench.suite import Callbacks
 
-    console = _console()
-    console.print(
-        f"[bold yellow]{BANNER}[/]: {len(wl.programs)} {wl.name} programs, policies "
-        f"{', '.join(cfg.policies)}, {cfg.engines} sim engine(s), {cfg.schedulers} scheduler(s)"
-    )
-    for p in cfg.policies:
-        _, applied, _ = policy_args(p)
-        if not applied:
-            console.print(
-                f"[bold red]warning[/]: the scheduler does not take a policy flag; {p} runs as "
-                "its built-in FCFS and is marked policy_applied=false"
-            )
-    loads = kwargs.get("loads") or []
-    runs_total = len(cfg.policies) * (len(kwargs["rates"]) if kwargs.get("rates") else len(loads))
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -262,8 +362,8 @@ def _run_with_progress(cfg: LiveConfig, wl: Workload, **kwargs: Any) -> dict[str
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        overall = bar.add_task(f"{BANNER} runs", total=runs_total)
-        current = bar.add_task("starting", total=len(wl.programs))
+        overall = bar.add_task(f"{banner} runs", total=runs_total)
+        current = bar.add_task("starting", total=programs)
 
         def phase(msg: str) -> None:
             bar.update(current, description=msg, completed=0)
@@ -271,21 +371,26 @@ def _run_with_progress(cfg: LiveConfig, wl: Workload, **kwargs: Any) -> dict[str
         def run_start(policy: str, rate: float, n: int) -> None:
             bar.update(
                 current,
-                description=f"{policy} @ {rate:.3g}/s: starting stack",
+                description=f"{policy} @ {rate:.3g}/s: starting engine/stack",
                 completed=0,
                 total=n,
             )
 
         def stack_ready() -> None:
-            desc = bar.tasks[current].description.replace(": starting stack", ": programs")
+            desc = bar.tasks[current].description.replace(": starting engine/stack", ": programs")
             bar.update(current, description=desc)
 
         def run_done(rec: dict[str, Any]) -> None:
             bar.advance(overall)
             sim = rec.get("sim_avg_latency_s")
+            who = (
+                (" plain vLLM" if rec.get("plain_vllm") else " Autellix")
+                if (rec.get("backend") == "vllm")
+                else ""
+            )
             console.print(
-                f"  {rec['policy']:>6} @ {rec['rate']:.4g}/s: avg {rec['avg_latency_s']:.2f} s, "
-                f"p99 {rec['p99_latency_s']:.2f} s, "
+                f"  {rec['policy']:>13}{who} @ {rec['rate']:.4g}/s: avg "
+                f"{rec['avg_latency_s']:.2f} s, p99 {rec['p99_latency_s']:.2f} s, "
                 f"{rec['avg_latency_per_token_s'] * 1000:.1f} ms/token"
                 + (f"; simulated avg {sim:.2f} s" if sim else "")
                 + f"; failed calls {rec['failed_calls']}; load {rec['load_avg_end']:.1f}"
@@ -294,8 +399,6 @@ def _run_with_progress(cfg: LiveConfig, wl: Workload, **kwargs: Any) -> dict[str
         def run_failed(policy: str, rate: float, exc: BaseException) -> None:
             bar.advance(overall)
             console.print(f"[bold red]  {policy} @ {rate:.4g}/s FAILED[/]: {exc!r}"[:2000])
-
-        partial = kwargs.pop("partial_path", None)
 
         def checkpoint(runs: list[dict[str, Any]]) -> None:
             if partial is not None:
@@ -311,7 +414,83 @@ def _run_with_progress(cfg: LiveConfig, wl: Workload, **kwargs: Any) -> dict[str
             run_failed=run_failed,
             checkpoint=checkpoint,
         )
-        return asyncio.run(run_live_bench(cfg, wl, callbacks=cb, **kwargs))
+        return asyncio.run(run(cb))
+
+
+def _runs_total(policies: list[str], kwargs: dict[str, Any]) -> int:
+    return len(policies) * len(kwargs.get("rates") or kwargs.get("loads") or [])
+
+
+def _run_with_progress(cfg: LiveConfig, wl: Workload, **kwargs: Any) -> dict[str, Any]:
+    from autellix.livebench.report import BANNER
+    from autellix.livebench.stack import policy_args
+    from autellix.livebench.suite import run_live_bench
+
+    console = _console()
+    console.print(
+        f"[bold yellow]{BANNER}[/]: {len(wl.programs)} {wl.name} programs, policies "
+        f"{', '.join(cfg.policies)}, {cfg.engines} sim engine(s), {cfg.schedulers} scheduler(s)"
+    )
+    for p in cfg.policies:
+        _, applied, _ = policy_args(p)
+        if not applied:
+            console.print(
+                f"[bold red]warning[/]: the scheduler does not take a policy flag; {p} runs as "
+                "its built-in FCFS and is marked policy_applied=false"
+            )
+    partial = kwargs.pop("partial_path", None)
+    return _progress_run(
+        console,
+        BANNER,
+        _runs_total(cfg.policies, kwargs),
+        len(wl.programs),
+        partial,
+        lambda cb: run_live_bench(cfg, wl, callbacks=cb, **kwargs),
+    )
+
+
+def _run_vllm_with_progress(cfg: VllmBenchConfig, wl: Workload, **kwargs: Any) -> dict[str, Any]:
+    from autellix.livebench.plain_vllm import is_plain
+    from autellix.livebench.vllm_suite import BANNER, model_label, run_vllm_bench
+
+    console = _console()
+    plain = [p for p in cfg.policies if is_plain(p)]
+    autellix = [p for p in cfg.policies if not is_plain(p)]
+    console.print(
+        f"[bold green]{BANNER}[/]: {len(wl.programs)} {wl.name} programs; "
+        f"{model_label(cfg.spec)}, batch {cfg.spec.max_batch}; plain vLLM: "
+        f"{', '.join(plain) or '-'}; Autellix: {', '.join(autellix) or '-'}"
+        + ("" if kwargs.get("rates") else "; rates from a capacity probe")
+    )
+    partial = kwargs.pop("partial_path", None)
+    return _progress_run(
+        console,
+        "REAL vLLM",
+        _runs_total(cfg.policies, kwargs),
+        len(wl.programs),
+        partial,
+        lambda cb: run_vllm_bench(cfg, wl, callbacks=cb, **kwargs),
+    )
+
+
+def _write_and_print_vllm(payload: dict[str, Any], out: Path) -> None:
+    from autellix.livebench.vllm_suite import BANNER, rich_tables, write_outputs
+
+    console = _console()
+    paths = write_outputs(payload, out)
+    for t in rich_tables(payload):
+        console.print(t)
+    (out / "results.partial.json").unlink(missing_ok=True)
+    failed = sum(r.get("failed_calls", 0) for r in payload["runs"])
+    if failed:
+        console.print(f"[red]{failed} call(s) failed[/red]")
+    for f in payload.get("failed_runs", []):
+        console.print(
+            f"[red]run {f['policy']} @ {f['rate']:.4g}/s failed: {f['error'][:300]}[/red]"
+        )
+    console.print(f"[bold green]{BANNER}[/]: wrote " + ", ".join(str(p) for p in paths.values()))
+    if failed or payload.get("failed_runs"):
+        raise typer.Exit(1)
 
 
 def _write_and_print(payload: dict[str, Any], out: Path) -> None:
@@ -443,7 +622,13 @@ def report(
 ) -> None:
     """Rewrite the Markdown and PNG next to a results.json (after a report format change)."""
     payload = json.loads(results.read_text())
-    if "scaling" in payload.get("banner", ""):
+    if payload.get("backend") == "vllm":
+        from autellix.livebench import vllm_suite
+
+        paths = list(
+            vllm_suite.write_outputs(vllm_suite.summarize(payload), results.parent).values()
+        )
+    elif "scaling" in payload.get("banner", ""):
         from autellix.livebench.scaling import write_scaling
 
         paths = write_scaling(payload, results.parent)

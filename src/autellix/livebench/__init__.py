@@ -1,7 +1,8 @@
 """Benchmarks against the live stack (`autellix bench live | overhead | scaling`).
 
-The engines are SIMULATED (the `sim` engine backend); the frontend, schedulers, NATS and
-Postgres are real processes. Modules, one job each:
+The engines are SIMULATED (the `sim` engine backend) unless `bench live --backend vllm` runs a
+REAL vLLM engine; the frontend, schedulers, NATS and Postgres are real processes. Modules, one
+job each:
 
 - `engine`:   the sim engine's timing flags and the simulator profile that models them
 - `workload`: program sizes scaled down for real-time replay
@@ -14,4 +15,6 @@ Postgres are real processes. Modules, one job each:
 - `dbstats`:  what a run left in Postgres (engine busy time, preemptions, decisions)
 - `overhead`: `bench overhead` (per-call latency, scheduler decisions per second)
 - `scaling`:  `bench scaling` (1..8 engines, 1..2 scheduler replicas)
+- `plain_vllm`: plain-vLLM baselines (vllm-fcfs, vllm-priority) and the vLLM engine settings
+- `vllm_suite`: `bench live --backend vllm` (probe, runs, report: Autellix vs plain vLLM)
 """

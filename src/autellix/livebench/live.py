@@ -66,6 +66,8 @@ class LiveConfig:
     call_timeout_s: float = 900.0
     log_dir: Path | None = None
     extra_scheduler_args: list[str] = field(default_factory=list)
+    # a real vLLM engine takes 30-70 s to start on this CPU (more when the machine is busy)
+    ready_timeout_s: float = 180.0
 
 
 @dataclass
@@ -236,6 +238,7 @@ async def live_run(
         balancer=cfg.balancer,
         extra_scheduler_args=cfg.extra_scheduler_args,
         log_dir=cfg.log_dir,
+        ready_timeout_s=cfg.ready_timeout_s,
     ) as rs:
         if on_started:
             on_started()
