@@ -246,11 +246,21 @@ class SimulatedBackend:
             self._cache.insert(list(request.prompt_token_ids) + seq.generated)
 
     async def _stepper(self) -> None:
+        """Run engine steps back to back, each lasting exactly its modelled time.
+
+        Steps are scheduled against deadlines (`next_at += step`), not by sleeping `step` after
+        each step's processing: a plain sleep adds the processing time and the event loop's lag
+        to every step, which made a busy simulated engine 5-25% slower than its own flags
+        (bench/live/stepper_drift.py) and live runs disagree with the simulator. After an idle
+        period, or when the process fell more than a step behind (no CPU at all), the schedule
+        re-anchors at "now" instead of bursting steps to catch up."""
         cfg = self.config
+        next_at: float | None = None
         while True:
             batch = [s for s in self._seqs if not s.done][: self.max_batch]
             if not batch:
                 self._wake.clear()
+                next_at = None
                 await self._wake.wait()
                 continue
             new_prefill = sum(s.uncached for s in batch if not s.started)
@@ -261,7 +271,11 @@ class SimulatedBackend:
             )
             for s in batch:
                 s.started = True
-            await asyncio.sleep(step)
+            now = time.monotonic()
+            if next_at is None or next_at < now - step:
+                next_at = now
+            next_at += step
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             self.steps += 1
             for s in batch:
                 if s.done:

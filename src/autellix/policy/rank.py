@@ -3,7 +3,8 @@
 `(level, tiebreak)`, lower first. level: the MLFQ queue of the call's priority value
 (`base + used`, see `autellix.policy.priority`), 0 for FCFS and for calls aged by the
 anti-starvation age rule, the program's remaining work for the SRPT oracle. tiebreak: the call's
-issue time, or its program's arrival (`within_level="program"`, and always for aged calls).
+issue time, its program's arrival (`within_level="program"`, and always for aged calls), or its
+priority value (`within_level="service"`: exact least-attained order inside a queue).
 The simulator computes the same key incrementally; the live engine service calls this.
 """
 
@@ -24,7 +25,12 @@ def call_rank(
 ) -> tuple[float, float]:
     """Rank key of a call (see module docstring). `value` = base + used (promoted: used since
     promotion); `remaining` is only read by the SRPT oracle."""
-    tiebreak = program_arrival_s if (aged or cfg.within_level == "program") else issue_s
+    if aged or cfg.within_level == "program":
+        tiebreak = program_arrival_s
+    elif cfg.within_level == "service" and cfg.binned:
+        tiebreak = value
+    else:
+        tiebreak = issue_s
     if cfg.priority is PriorityKind.SRPT:
         return (remaining, tiebreak)
     if cfg.priority is PriorityKind.FCFS or aged:

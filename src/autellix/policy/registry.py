@@ -46,7 +46,9 @@ class PolicyConfig:
     min_run_tokens: int = 0
     preemption: PreemptionCost = field(default_factory=PreemptionCost)
     oracle: bool = False  # reads future program work: simulator only
-    # FCFS inside a queue by the call's issue time ("call") or its program's arrival ("program")
+    # Order inside a queue: FCFS by the call's issue time ("call") or by its program's arrival
+    # ("program"), or least value first ("service": the priority value at issue, i.e. the queues
+    # only coarsen *preemption*, while waiting calls are served in exact least-attained order)
     within_level: str = "call"
 
     @property
@@ -55,13 +57,16 @@ class PolicyConfig:
         return self.priority not in (PriorityKind.FCFS, PriorityKind.SRPT)
 
     def __post_init__(self) -> None:
-        if self.within_level not in ("call", "program"):
-            raise ValueError(f"within_level must be 'call' or 'program', not {self.within_level!r}")
+        if self.within_level not in WITHIN_LEVEL:
+            raise ValueError(
+                f"within_level must be one of {', '.join(WITHIN_LEVEL)}, not {self.within_level!r}"
+            )
 
     def replace(self, **changes: Any) -> PolicyConfig:
         return dataclasses.replace(self, **changes)
 
 
+WITHIN_LEVEL = ("call", "program", "service")
 _PAPER_STARVATION = StarvationConfig()
 # Every preemptive policy (baselines included) protects a run's first 16 decoded tokens from
 # priority preemption (docs/scheduling.md, "Preemption thrash"); the paper's worked example
