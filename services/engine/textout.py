@@ -59,7 +59,7 @@ class OutputText:
         # first wins (as when they arrive one per step)
         for k in range(self._checked + 1, len(tokens) + 1):
             full = self.text(tokens, k)
-            if full is None:  # no tokenizer: no text, so no stop strings (the runner refuses such calls)
+            if full is None:  # no tokenizer, no text: the runner refuses stop strings then
                 return False
             start = max(0, self._searched - self._holdback)
             hits = [i for i in (full.find(s, start) for s in self.stops) if i >= 0]
