@@ -4,10 +4,13 @@ One `EngineRunner` per engine process. Calls arrive as `Dispatch` messages (`off
 `LevelQueues`, and are admitted while fewer than `backend.max_batch` run, highest level first.
 Each admitted call runs one *segment* (a backend generation) in its own task:
 
-1. `mark_running` (conditional: this engine, this attempt) — not owned → drop silently;
+1. `mark_running` (conditional: this engine, this attempt) — not owned → drop silently. It is
+   written in batches off the critical path (`_start_writer`, every `start_batch_s`) while the
+   generation already runs; no token is streamed before it confirmed the call is ours;
 2. generate; tokens go to the caller as `TokenDelta`s, batched to at most one message per
    `delta_interval_s` or `delta_max_tokens` per call, each with the `offset` of its first token;
-3. on finish: `finish_call` (conditional) → `CallFinal` to the reply subject the row returns.
+3. on finish: `finish_call` (conditional; it also records the start of a call that ended before
+   its start was written) → `CallFinal` to the reply subject the row returns.
    If the update matches nothing (the call was re-dispatched elsewhere meanwhile), nothing is
    sent: a call is answered once, by the owner of its latest attempt.
 
@@ -70,6 +73,42 @@ from autellix.store import queries as q
 _RETRYABLE = {ErrorCode.engine_failed.value, ErrorCode.internal.value, ErrorCode.no_engine.value}
 
 
+def _otel_installed() -> bool:
+    """Whether `telemetry.setup_tracing` installed an SDK tracer or meter provider (the API's
+    defaults are proxies until then)."""
+    from opentelemetry import metrics, trace
+
+    no_traces = isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    no_metrics = type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
+    return not (no_traces and no_metrics)
+
+
+class _NoTelemetry:
+    """`EngineTelemetry`'s hooks, doing nothing (no OpenTelemetry SDK in this process)."""
+
+    def offered(self, call: Any) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def segment(self, call: Any) -> Any:
+        yield None
+
+    def preempted(self, call: Any, reason: str | None, level: int) -> None:
+        pass
+
+    def streamed(self, n: int) -> None:
+        pass
+
+    def finished(self, call: Any, final: Any) -> None:
+        pass
+
+    def failed(self, call: Any, code: str, message: str) -> None:
+        pass
+
+    def done(self, call: Any) -> None:
+        pass
+
+
 @dataclass
 class RunnerConfig:
     delta_interval_s: float = 0.02
@@ -77,6 +116,9 @@ class RunnerConfig:
     preemption: bool = True
     max_inflight_preemptions: int = 1
     final_token_ids: bool = True
+    # seconds the engine gathers call starts before writing them in one statement (None: one
+    # `mark_running` round trip before each generation, the old behaviour)
+    start_batch_s: float | None = 0.002
 
 
 class EngineRunner:
@@ -108,6 +150,14 @@ class EngineRunner:
         self._early: OrderedDict[str, Control] = OrderedDict()  # see `control`
         self._preempting = 0
         self._last_flush: dict[str, float] = {}
+        # deferred starts (see `_start_writer`): calls whose start is not written yet, the
+        # starts being written now, calls not yet known to be ours, each segment's start time
+        self._start_pending: dict[str, EngineCall] = {}
+        self._start_inflight: dict[str, asyncio.Future[bool]] = {}
+        self._unconfirmed: set[str] = set()
+        self._seg_t0: dict[str, float] = {}
+        self._start_wake = asyncio.Event()
+        self._start_task: asyncio.Task[None] | None = None
         self.finished = 0
         self.failed = 0
         self.preemptions = 0
@@ -115,7 +165,10 @@ class EngineRunner:
         # service stops taking calls and exits non-zero; see `_backend_died`.
         self.on_backend_dead: Callable[[str], None] | None = None
         self.info = EngineInfo(engine_id=engine_id, backend=backend.name, model=backend.model)
-        self.otel = EngineTelemetry(self)  # spans of each call's engine phases; engine metrics
+        # spans of each call's engine phases and the engine metrics, when an OpenTelemetry SDK
+        # is installed; else hooks that do nothing (the API's no-op spans still cost a third of
+        # an idle engine's CPU per Dispatch taken: profiled in bench/overhead)
+        self.otel: Any = EngineTelemetry(self) if _otel_installed() else _NoTelemetry()
 
     # ------------------------------------------------------------------ intake
 
@@ -222,9 +275,13 @@ class EngineRunner:
         call.task = asyncio.create_task(self._run(call), name=f"call-{call.call_id}")
 
     async def _run(self, call: EngineCall) -> None:
+        cancelled = False
         try:
             with self.otel.segment(call):  # spans: queued (the wait before), run (this segment)
                 await self._segment(call)
+        except asyncio.CancelledError:
+            cancelled = True  # the task itself was cancelled: the engine is being torn down
+            raise
         except Exception as exc:
             self.log.exception("call segment crashed", call_id=call.call_id, error=repr(exc))
             with contextlib.suppress(Exception):
@@ -234,7 +291,8 @@ class EngineRunner:
             if call.preempt_counted:
                 call.preempt_counted = False
                 self._preempting -= 1
-            self._admit()
+            if not cancelled:  # no new segments from a teardown (they would outlive the loop)
+                self._admit()
 
     # ------------------------------------------------------------------ one segment
 
@@ -248,17 +306,20 @@ class EngineRunner:
             except BackendError as exc:
                 await self._fail(call, exc.code, exc.message)
                 return
-        owned = await self._db(
-            q.mark_running,
-            self.pool,
-            call_id=call.call_id,
-            attempts=call.attempts,
-            engine_id=self.engine_id,
-            prompt_tokens=len(call.prompt_ids),
-        )
-        if not owned:
-            self._drop(call, "not owned at start (re-dispatched or finished elsewhere)")
-            return
+        if self.cfg.start_batch_s is None:  # the start is recorded before generating
+            owned = await self._db(
+                q.mark_running,
+                self.pool,
+                call_id=call.call_id,
+                attempts=call.attempts,
+                engine_id=self.engine_id,
+                prompt_tokens=len(call.prompt_ids),
+            )
+            if not owned:
+                self._drop(call, "not owned at start (re-dispatched or finished elsewhere)")
+                return
+        else:  # generate now; the start is recorded by `_start_writer` (ownership checked there)
+            self._request_start(call)
         call.state = "running"
         call.run_start_tokens = len(call.tokens)
         finish: str | None = None
@@ -290,13 +351,17 @@ class EngineRunner:
                 call.gen_task = None
                 call.run_started = None
                 call.run_s += time.monotonic() - t0
+        if error is None and finish is not None:
+            await self._finish(call, finish)  # confirms ownership itself, then streams the rest
+            return
+        if not await self._confirm_start(call):
+            self._drop(call, "not owned at start (re-dispatched or finished elsewhere)")
+            return
         await self._flush(call)
         if error is not None and getattr(self.backend, "dead", False):
             await self._backend_died(call, error)
         elif error is not None:
             await self._fail(call, error.code, error.message)
-        elif finish is not None:
-            await self._finish(call, finish)
         else:
             await self._stopped(call)
 
@@ -383,8 +448,8 @@ class EngineRunner:
     # ------------------------------------------------------------------ replies
 
     async def _flush(self, call: EngineCall) -> None:
-        if call.sent >= len(call.tokens):
-            return
+        if call.sent >= len(call.tokens) or call.call_id in self._unconfirmed:
+            return  # nothing new, or not yet known to be ours: no tokens to the caller yet
         new = call.tokens[call.sent :]
         delta = TokenDelta(
             call_id=call.call_id,
@@ -399,6 +464,17 @@ class EngineRunner:
 
     async def _finish(self, call: EngineCall, finish_reason: str) -> None:
         assert call.prompt_ids is not None
+        started_ago: float | None = None
+        if self.calls.get(call.call_id) is not call:  # a newer attempt arrived here meanwhile
+            self._drop(call, "superseded by a newer dispatch")
+            return
+        if self._start_pending.pop(call.call_id, None) is not None:
+            # ended before its start was written: the (conditional) finish below records the
+            # start too and is the ownership check; one statement instead of two
+            started_ago = time.monotonic() - self._seg_t0.get(call.call_id, time.monotonic())
+        elif not await self._confirm_start(call):
+            self._drop(call, "not owned at start (re-dispatched or finished elsewhere)")
+            return
         row = await self._db(
             q.finish_call,
             self.pool,
@@ -412,10 +488,13 @@ class EngineRunner:
             run_s=call.run_s,
             finish_reason=finish_reason,
             output_token_ids=call.tokens,
+            started_ago_s=started_ago,
         )
+        self._unconfirmed.discard(call.call_id)
         if row is None:
             self._drop(call, "not owned at finish; result discarded")
             return
+        await self._flush(call)  # the last tokens as a delta, before the final
         final = CallFinal(
             call_id=call.call_id,
             program_id=row.program_id,
@@ -479,6 +558,10 @@ class EngineRunner:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
         self._last_flush.pop(call.call_id, None)
+        if self.calls.get(call.call_id) is None:  # not when a newer attempt took its place
+            self._start_pending.pop(call.call_id, None)
+            self._unconfirmed.discard(call.call_id)
+            self._seg_t0.pop(call.call_id, None)
         self._recent[(call.call_id, call.dispatch.attempt)] = None
         while len(self._recent) > 50_000:
             self._recent.popitem(last=False)
@@ -493,6 +576,86 @@ class EngineRunner:
             call.gen_task.cancel()
         elif call.state == "starting":
             call.stop_reason, call.stop_detail = "lost", why
+
+    # ------------------------------------------------------------------ starts
+
+    def _request_start(self, call: EngineCall) -> None:
+        """Queue this segment's `running` transition for the next batch write.
+
+        Why deferred: the start record used to be a round trip (and a commit) between taking a
+        call and generating its first token. Now generation starts at once and `_start_writer`
+        records the starts of every call begun within `start_batch_s` in one statement. What
+        the start record guarded is kept: no token reaches the caller before the engine knows
+        the call is its own (`_flush` waits for the write), a call that turns out not to be ours
+        is stopped (`_lose`), preemption and progress saving wait for it (`_confirm_start`),
+        and a call that ends before the write is finished by the conditional `finish_call`,
+        which records the start too (one statement instead of two).
+        """
+        self._seg_t0[call.call_id] = time.monotonic()
+        self._unconfirmed.add(call.call_id)
+        self._start_pending[call.call_id] = call
+        self._start_wake.set()
+        if self._start_task is None or self._start_task.done():
+            self._start_task = asyncio.create_task(self._start_writer(), name="start-writer")
+
+    async def _confirm_start(self, call: EngineCall) -> bool:
+        """Wait until this segment's start is written; False when the call is not ours."""
+        if self.calls.get(call.call_id) is not call:
+            return False  # superseded by a newer attempt (the bookkeeping below is its own)
+        if call.call_id not in self._unconfirmed:
+            return True
+        fut = self._start_inflight.get(call.call_id)
+        if fut is None:
+            if call.call_id not in self._start_pending:
+                return False  # written, and the write found it was not ours
+            fut = asyncio.get_running_loop().create_future()
+            self._start_inflight[call.call_id] = fut
+            self._start_wake.set()
+        return await asyncio.shield(fut)
+
+    async def _start_writer(self) -> None:
+        window = self.cfg.start_batch_s or 0.0
+        while True:
+            await self._start_wake.wait()
+            if window > 0 and not self._start_inflight:
+                await asyncio.sleep(window)  # nobody waits: gather the starts of a window
+            self._start_wake.clear()
+            batch, self._start_pending = self._start_pending, {}
+            if not batch:
+                continue
+            now = time.monotonic()
+            items = [
+                (
+                    c.call_id,
+                    c.attempts,
+                    len(c.prompt_ids or ()),
+                    now - self._seg_t0.get(c.call_id, now),
+                )
+                for c in batch.values()
+            ]
+            for cid in batch:
+                self._start_inflight.setdefault(cid, asyncio.get_running_loop().create_future())
+            try:
+                owned = await self._db(q.mark_running_many, self.pool, self.engine_id, items)
+            except Exception as exc:  # Postgres down for good: try these again next round
+                self.log.warning("start records not written; retrying", error=repr(exc))
+                for cid, c in batch.items():
+                    if c.state != "done":
+                        self._start_pending.setdefault(cid, c)
+                self._start_wake.set()
+                await asyncio.sleep(1.0)
+                continue
+            for cid, c in batch.items():
+                fut = self._start_inflight.pop(cid, None)
+                mine = cid in owned
+                if mine:
+                    self._unconfirmed.discard(cid)
+                if fut is not None and not fut.done():
+                    fut.set_result(mine)
+                if not mine and c.state == "running" and self.calls.get(cid) is c:
+                    self._lose(c, "not owned at start (re-dispatched or finished elsewhere)")
+                elif mine and c.state == "running" and c.sent < len(c.tokens):
+                    await self._flush(c)  # tokens held back while unconfirmed
 
     # ------------------------------------------------------------------ database
 
@@ -714,3 +877,7 @@ class EngineRunner:
                     elif c.state == "starting":
                         c.stop_reason, c.stop_detail = "shutdown", "engine shutting down"
                 await asyncio.wait(pending, timeout=10.0)
+        if self._start_task is not None:
+            self._start_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._start_task

@@ -53,6 +53,7 @@ from autellix.protocol import (
     encode,
 )
 from autellix.service_runtime import CrashPoint
+from autellix.services.scheduler.jspub import AsyncPublisher, Outgoing
 from autellix.store import queries as q
 
 
@@ -64,6 +65,7 @@ class FrontendContext:
     log: Any
     publish_attempts: int = 3
     crash: CrashPoint = field(default_factory=CrashPoint)
+    publisher: AsyncPublisher | None = None  # None: one JetStream request per publish
 
 
 @dataclass
@@ -133,14 +135,26 @@ async def _schedule(
         call_id=accepted.call_id, program_id=accepted.program_id, reply_to=reply_to
     )
     try:
-        await bus.publish_js(
-            ctx.js,
-            ctx.subjects.sched_calls,
-            encode(schedule),
-            bus.schedule_msg_id(accepted.call_id, 0),
-            headers=headers,
-            attempts=ctx.publish_attempts,
-        )
+        if ctx.publisher is not None:  # PubAcks on one subscription (no request per call)
+            await ctx.publisher.publish(
+                [
+                    Outgoing(
+                        ctx.subjects.sched_calls,
+                        encode(schedule),
+                        bus.schedule_msg_id(accepted.call_id, 0),
+                        headers,
+                    )
+                ]
+            )
+        else:
+            await bus.publish_js(
+                ctx.js,
+                ctx.subjects.sched_calls,
+                encode(schedule),
+                bus.schedule_msg_id(accepted.call_id, 0),
+                headers=headers,
+                attempts=ctx.publish_attempts,
+            )
     except Exception as exc:
         ctx.log.warning(
             "ScheduleCall publish failed; the reconciler will republish it",

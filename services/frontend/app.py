@@ -42,6 +42,7 @@ from autellix.services.frontend.accept import (
     open_program,
 )
 from autellix.services.frontend.tracing import record_program_closed
+from autellix.services.scheduler.jspub import AsyncPublisher
 from autellix.settings import Settings
 from autellix.store.db import create_pool, synchronous_commit_for
 
@@ -96,7 +97,11 @@ class FrontendService:
             application_name="autellix-frontend",
             synchronous_commit=synchronous_commit_for("frontend"),
         )
-        self.ctx = FrontendContext(pool=pool, js=js, subjects=self.subjects, log=self.log)
+        publisher = AsyncPublisher(self.nc, attempts=3)
+        await publisher.start()
+        self.ctx = FrontendContext(
+            pool=pool, js=js, subjects=self.subjects, log=self.log, publisher=publisher
+        )
         for subject, handler in (
             (self.subjects.submit, self._on_submit),
             (self.subjects.program_open, self._on_open),

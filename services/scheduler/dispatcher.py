@@ -10,7 +10,7 @@ available when a batch starts joins it, up to `batch` — one message when the s
      conditional transitions `queued (attempts = k) → dispatched (attempts = k+1, engine,
      level)` with their `dispatch` event rows and program pins: one statement → publish each
      `Dispatch(attempt=k)` to `engine.<id>.q.<level>` on JetStream with `Nats-Msg-Id =
-     "<call>:<k>"` (concurrently) → ack;
+     "<call>:<k>"` (all of the batch at once, PubAcks on one subscription: `jspub.py`) → ack;
    * dispatched → a previous handler (maybe on another replica, maybe killed) made the
      transition but may not have published: publish the same Dispatch again (same message id:
      JetStream drops it if the first one got through) → ack;
@@ -44,7 +44,6 @@ updates (see `store/queries.py`), so redeliveries here can never produce a secon
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +64,7 @@ from autellix.protocol import (
 from autellix.service_runtime import CrashPoint
 from autellix.services.scheduler.decide import Decision, LivePolicy
 from autellix.services.scheduler.engines import EngineRegistry
+from autellix.services.scheduler.jspub import AsyncPublisher, Outgoing
 from autellix.store import queries as q
 
 
@@ -99,6 +99,9 @@ class Dispatcher:
         self._counter = itertools.count()  # round-robin position
         self._tracing: bool | None = None  # an OTel SDK is installed (decided on first use)
         self._crash = CrashPoint()
+        # Dispatches go out as JetStream "async publishes": one PubAck subscription, one
+        # timeout per batch (see `jspub.py`); created lazily so tests can build a Dispatcher
+        self.publisher = AsyncPublisher(nc)
 
     async def handle(self, msg: Msg) -> None:
         await self.handle_batch([msg])
@@ -188,18 +191,18 @@ class Dispatcher:
             for call_id, (call, d, _) in decided.items():
                 if call_id in done:
                     self._crash("after_transition")
-                    publishes.append(self._publish(call, attempt=call.attempts, decision=d))
+                    publishes.append(self._outgoing(call, attempt=call.attempts, decision=d))
                 else:
                     lost = await q.load_call(self.pool, call_id)  # lost a race: see who won
                     if lost is not None and lost.status == "dispatched" and lost.attempts > 0:
                         republish[call_id] = lost
-            await asyncio.gather(*publishes)
+            await self.publisher.publish(publishes)
             for _ in publishes:
                 self._crash("after_publish")
             self.dispatched += len(publishes)
         if republish:
-            await asyncio.gather(
-                *(self._publish(c, attempt=c.attempts - 1) for c in republish.values())
+            await self.publisher.publish(
+                [self._outgoing(c, attempt=c.attempts - 1) for c in republish.values()]
             )
             self.republished += len(republish)
         return outcomes
@@ -232,9 +235,10 @@ class Dispatcher:
             prefill_weight=self.policy.policy.units.prefill_weight,
         )
 
-    async def _publish(
+    def _outgoing(
         self, call: q.CallRow, *, attempt: int, decision: Decision | None = None
-    ) -> None:
+    ) -> Outgoing:
+        """The Dispatch for `engine.<id>.q.<level>`, with its message id (dedupe)."""
         engine_id = decision.engine_id if decision is not None else call.engine_id
         assert engine_id is not None
         if not self._traced():  # no tracing SDK: skip the per-call no-op span (15% of CPU)
@@ -247,11 +251,8 @@ class Dispatcher:
         else:
             payload = self._traced_dispatch(call, attempt, decision, engine_id)
         level = decision.level if decision is not None else call.level
-        await bus.publish_js(
-            self.js,
-            self.subjects.dispatch(engine_id, level),
-            payload,
-            bus.dispatch_msg_id(call.id, attempt),
+        return Outgoing(
+            self.subjects.dispatch(engine_id, level), payload, bus.dispatch_msg_id(call.id, attempt)
         )
 
     def _traced(self) -> bool:

@@ -71,6 +71,7 @@ class SchedulerService:
         self._sem = asyncio.Semaphore(options.concurrency)
         self.nc: Any = None
         self.pool: Any = None
+        self.dispatch_pool: Any = None
         self.consumer: bus.PullConsumer | None = None
         self.dispatcher: Dispatcher | None = None
         self.accounting: ServiceAccounting | None = None
@@ -96,10 +97,18 @@ class SchedulerService:
             application_name=f"autellix-{self.actor}",
             synchronous_commit=synchronous_commit_for("scheduler"),
         )
+        # the dispatcher's own pool: key lookups and updates only, run with generic plans
+        self.dispatch_pool = await create_pool(
+            self.settings.database_url,
+            max_size=max(2, min(8, self.opts.concurrency)),
+            application_name=f"autellix-{self.actor}-dispatch",
+            synchronous_commit=synchronous_commit_for("scheduler"),
+            generic_plans=True,
+        )
         await self.nc.subscribe(self.subjects.heartbeat, cb=self._on_heartbeat)
         self.registry.seed(await q.live_engines(self.pool, stale_after_s=self.opts.engine_live_s))
         self.dispatcher = Dispatcher(
-            pool=self.pool,
+            pool=self.dispatch_pool,
             nc=self.nc,
             js=js,
             subjects=self.subjects,
@@ -110,6 +119,7 @@ class SchedulerService:
             no_engine_timeout_s=self.opts.no_engine_timeout_s,
             retry_delay_s=self.opts.retry_delay_s,
         )
+        await self.dispatcher.publisher.start()
         self.accounting = ServiceAccounting(
             pool=self.pool,
             nc=self.nc,
@@ -164,7 +174,10 @@ class SchedulerService:
         consumer = self.consumer
         assert consumer is not None
         limit = max(1, min(self.opts.batch, self.opts.concurrency))
-        async for first in consumer.messages():
+        while True:  # ends by cancellation (stop); no per-message timeout task
+            first = await consumer.next(None)
+            if first is None:
+                continue
             await self._sem.acquire()
             batch = [first]
             while len(batch) < limit and consumer.pending() and not self._sem.locked():
@@ -207,6 +220,8 @@ class SchedulerService:
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await self.pool.close()
+        if self.dispatch_pool is not None:
+            await self.dispatch_pool.close()
         if self.dispatcher is not None:
             acc, mnt = self.accounting, self.maintenance
             self.log.info(

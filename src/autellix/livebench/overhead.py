@@ -3,7 +3,9 @@
 1. **Per-call latency** (p50/p99): one client makes `calls` sequential one-token calls through
    frontend → JetStream → scheduler → Postgres → JetStream → engine → client, on an engine whose
    steps take no time, so the whole latency is control-plane overhead. The services' own
-   timestamps (accepted, dispatched, started, finished) split it into stages.
+   timestamps (accepted, dispatched, started, finished) split it into stages, and the client's
+   wall clock splits the first stage into client → frontend and finish → client (`hops_ms_*`).
+   `started` is when the engine began the run (it records starts after the fact, backdated).
 2. **Decisions per second of one scheduler replica**: a stack without schedulers accepts a
    burst of `burst` calls (they wait in JetStream), then one scheduler replica starts and
    dispatches them all; the rate is read from the calls' `dispatched_at` in Postgres. The engine
@@ -152,11 +154,15 @@ async def sequential_latency(infra: Infra, cfg: OverheadConfig) -> dict[str, Any
                 "dispatched_to_started": [],
                 "started_to_finished": [],
             }
+            # the first stage split by the client's wall clock (same machine as the services):
+            # submit -> the frontend's insert began, and the engine's finish -> the client has it
+            hops: dict[str, list[float]] = {"client_to_frontend": [], "finish_to_client": []}
             cpu0: dict[str, float] = {}
             async with client.program(f"overhead-{uuid.uuid4().hex[:8]}") as prog:
                 for i in range(cfg.calls + cfg.warmup):
                     if i == cfg.warmup:
                         cpu0 = cpu_snapshot()
+                    submitted = time.time()
                     res = await prog.call(
                         prompt_token_ids=[100 + i % 1000],
                         max_tokens=1,
@@ -166,6 +172,10 @@ async def sequential_latency(infra: Infra, cfg: OverheadConfig) -> dict[str, Any
                         continue
                     total.append(res.latency_s)
                     t = res.timing
+                    hops["client_to_frontend"].append(t.accepted_at.timestamp() - submitted)
+                    hops["finish_to_client"].append(
+                        submitted + res.latency_s - t.finished_at.timestamp()
+                    )
                     if t.dispatched_at and t.started_at:
                         server = (t.finished_at - t.accepted_at).total_seconds()
                         stages["client_to_accepted_and_final_back"].append(
@@ -186,6 +196,8 @@ async def sequential_latency(infra: Infra, cfg: OverheadConfig) -> dict[str, Any
         **_stats_ms(total),
         "stages_ms_p50": {k: _pct(v, 50) * 1000 for k, v in stages.items()},
         "stages_ms_p99": {k: _pct(v, 99) * 1000 for k, v in stages.items()},
+        "hops_ms_p50": {k: _pct(v, 50) * 1000 for k, v in hops.items()},
+        "hops_ms_p99": {k: _pct(v, 99) * 1000 for k, v in hops.items()},
         "cpu_ms_per_call": cpu,
     }
 
@@ -394,6 +406,7 @@ async def run_overhead(
             "servers": servers,
             "pg_sync_commit": os.environ.get("AUTELLIX_PG_SYNC_COMMIT", "accept (default)"),
             "machine_cpus": os.cpu_count(),
+            "nice": os.nice(0),
             "load_avg_start": load0,
             "load_avg_end": _load(),
             "wall_s": time.perf_counter() - t0,
@@ -413,6 +426,8 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"{TARGETS['p50_ms']:g}), p99 {r['p99_ms']:.2f} ms ({ok[r['meets']['p99_ms']]} <= "
         f"{TARGETS['p99_ms']:g})",
         "  stages p50 (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in seq["stages_ms_p50"].items()),
+        "  of the first stage, p50 (ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in seq.get("hops_ms_p50", {}).items()),
         "  CPU per call (ms): "
         + ", ".join(f"{k} {v:.2f}" for k, v in seq.get("cpu_ms_per_call", {}).items()),
         f"one scheduler replica: {r['decisions_per_s']:.0f} decisions/s over "

@@ -863,6 +863,44 @@ async def mark_running(
     return got is not None
 
 
+async def mark_running_many(
+    conn: Conn, engine_id: str, items: Sequence[tuple[str, int, int, float]]
+) -> set[str]:
+    """`mark_running` for many calls in one statement: (call_id, attempts, prompt_tokens,
+    started_ago_s) each. Returns the ids this engine owns (those it moved to running).
+
+    Why: the engine records starts in batches, off the critical path (see the engine runner's
+    `_start_writer`), so a call's generation does not wait for this round trip and N calls that
+    start together cost one statement. `started_at` is the database clock minus how long ago the
+    engine started the segment, so it is not skewed by the batching delay. Call rows are locked
+    in id order (as `fold_progress` does), so concurrent batches cannot deadlock.
+    """
+    if not items:
+        return set()
+    rows = await conn.fetch(
+        """WITH d AS (
+               SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::float8[])
+                   AS d(id, attempt, prompt_tokens, ago)),
+           l AS (
+               SELECT c.id FROM calls c JOIN d ON d.id = c.id
+               WHERE c.attempts = d.attempt AND c.engine_id = $5
+                 AND c.status IN ('dispatched', 'preempted')
+               ORDER BY c.id FOR UPDATE OF c)
+           UPDATE calls c SET status = 'running',
+               started_at = COALESCE(c.started_at, now() - make_interval(secs => d.ago)),
+               prompt_tokens = d.prompt_tokens
+           FROM l JOIN d ON d.id = l.id
+           WHERE c.id = l.id AND c.status IN ('dispatched', 'preempted')
+           RETURNING c.id""",
+        [i[0] for i in items],
+        [i[1] for i in items],
+        [i[2] for i in items],
+        [max(0.0, float(i[3])) for i in items],
+        engine_id,
+    )
+    return {r["id"] for r in rows}
+
+
 async def mark_preempted(
     conn: Conn,
     *,
@@ -974,6 +1012,7 @@ async def finish_call(
     run_s: float,
     finish_reason: str,
     output_token_ids: list[int] | None,
+    started_ago_s: float | None = None,
 ) -> FinishedRow | None:
     """The one transition that answers a call: finished, program/thread totals, event.
 
@@ -985,6 +1024,10 @@ async def finish_call(
     the anti-starvation totals W_p, T_p += the call's W_c, T_c since its last promotion;
     `waiting_s` += its whole time not running. Locks: program → call → thread, as in
     `fold_progress`.
+
+    A call may finish straight from `dispatched` (its engine records starts in batches and a
+    short call can end before its start was written): `started_ago_s` then gives `started_at`
+    as the database clock minus that many seconds (None: now).
     """
     row = await conn.fetchrow(
         """WITH pl AS (
@@ -1000,7 +1043,11 @@ async def finish_call(
                    completion_tokens = $5, cached_tokens = $6, service = $7,
                    run_s = GREATEST($8, COALESCE(calls.run_s, 0)),
                    finish_reason = $9, output_token_ids = $10,
-                   queue_s = EXTRACT(EPOCH FROM COALESCE(started_at, now()) - accepted_at)
+                   started_at = COALESCE(started_at,
+                                         now() - make_interval(secs => COALESCE($11::float8, 0))),
+                   queue_s = GREATEST(0, EXTRACT(EPOCH FROM COALESCE(
+                       started_at, now() - make_interval(secs => COALESCE($11::float8, 0)))
+                       - accepted_at))
                FROM old
                WHERE calls.id = old.id AND calls.status IN ('dispatched', 'running', 'preempted')
                RETURNING calls.id, program_id, thread_id, reply_to, accepted_at, dispatched_at,
@@ -1044,6 +1091,7 @@ async def finish_call(
         run_s,
         finish_reason,
         output_token_ids,
+        None if started_ago_s is None else max(0.0, float(started_ago_s)),
     )
     return FinishedRow(**dict(row)) if row else None
 
