@@ -24,6 +24,7 @@ from autellix.protocol import (
     ProgramClose,
     ProgramReply,
     SamplingParams,
+    TokenDelta,
     encode,
 )
 from autellix.settings import Settings
@@ -250,3 +251,33 @@ async def test_per_call_overhead(stack: Stack, module_settings: Settings, capsys
     with capsys.disabled():
         print(f"\n1-token call through the stack: p50 {p50:.1f} ms, p90 {p90:.1f} ms (n=100)")
     assert p50 < 1000, f"p50 {p50:.0f} ms: something on the call path is stalling"
+
+
+async def test_stop_strings_end_the_call_and_never_reach_the_stream(wire: WireRecorder) -> None:
+    """OpenAI `stop`: the text ends before the stop string, the tokens up to the one completing
+    it are kept (and counted once), and no streamed delta ever carries any of the stop string."""
+
+    def req(program: str, stop: list[str]) -> CallRequest:
+        return CallRequest(
+            program_id=program,
+            thread_id="main",
+            prompt="stop strings are applied by the engine service " * 3,
+            sampling=SamplingParams(max_tokens=40, seed=7, stop=stop),
+        )
+
+    full = await wire.run(req("stop-full", []))
+    text, tokens = full.final.text or "", full.final.token_ids or []
+    words = text.split()  # the sim engine's text is " <word>" per token
+    assert len(words) == 40 and full.final.finish_reason == "length"
+    stop = f" {words[12]} {words[13]}"
+    cut = text.index(stop)
+    keep = next(k for k in range(1, 41) if stop in "".join(f" {w}" for w in words[:k]))
+    stopped = await wire.run(req("stop-cut", [stop, "never appears in this output"]))
+    final = stopped.final
+    assert final.finish_reason == "stop"
+    assert final.text == text[:cut]
+    assert final.token_ids == tokens[:keep] and final.usage.completion_tokens == keep
+    deltas = [m for m in stopped.messages if isinstance(m, TokenDelta)]
+    assert "".join(d.text or "" for d in deltas) == final.text
+    assert stopped.streamed_tokens() == tokens[:keep]
+    assert all(stop not in (d.text or "") for d in deltas)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from autellix.policy import ServiceUnits
 from autellix.protocol import Dispatch
+from autellix.services.engine.textout import OutputText
 
 _seq = itertools.count()
 
@@ -54,6 +55,7 @@ class EngineCall:
     run_started: float | None = None  # monotonic start of the current segment, while running
     reported: float = -1.0  # service in the last ServiceReport
     preempted_by: str | None = None  # the call a pending preemption makes room for
+    out: OutputText | None = None  # its output text and stop strings (runner: `_text`)
 
     def __post_init__(self) -> None:
         self.tokens = list(self.dispatch.resume_token_ids)

@@ -67,6 +67,7 @@ from autellix.protocol import (
 )
 from autellix.services.engine.backends.base import Backend, BackendError, GenerationRequest
 from autellix.services.engine.local import EngineCall, LevelQueues
+from autellix.services.engine.textout import OutputText
 from autellix.services.engine.tracing import EngineTelemetry
 from autellix.store import queries as q
 
@@ -303,6 +304,12 @@ class EngineRunner:
             try:
                 call.prompt_ids = await self._prompt_ids(req)
                 self._check_length(call)
+                if req.sampling.stop and not self._text(call).has_text:
+                    raise BackendError(
+                        "validation_error",
+                        f"stop strings need a model with a tokenizer; {self.backend.name} model "
+                        f"{self.backend.model!r} has none (use stop_token_ids)",
+                    )
             except BackendError as exc:
                 await self._fail(call, exc.code, exc.message)
                 return
@@ -380,6 +387,12 @@ class EngineRunner:
                     )
                 if chunk.token_ids:
                     call.tokens.extend(chunk.token_ids)
+                    out = call.out
+                    if out is not None and out.stops and out.check(call.tokens):
+                        # a stop string is complete: keep the tokens up to it, end the request
+                        # (closing the stream aborts it in the backend)
+                        del call.tokens[out.stop_tokens :]
+                        return "stop"
                     now = time.monotonic()
                     if (
                         len(call.tokens) - call.sent >= self.cfg.delta_max_tokens
@@ -447,17 +460,29 @@ class EngineRunner:
 
     # ------------------------------------------------------------------ replies
 
-    async def _flush(self, call: EngineCall) -> None:
+    def _text(self, call: EngineCall) -> OutputText:
+        """The call's output text tracker (stop strings, prefix-stable text deltas)."""
+        if call.out is None:
+            call.out = OutputText(self.backend.detokenize, call.dispatch.request.sampling.stop)
+        return call.out
+
+    async def _flush(self, call: EngineCall, final: bool = False) -> None:
+        """Stream the tokens not yet sent. Mid-call, text that may be the start of a stop string
+        is held back (with its tokens); `final` sends everything (the call has ended)."""
         if call.sent >= len(call.tokens) or call.call_id in self._unconfirmed:
             return  # nothing new, or not yet known to be ours: no tokens to the caller yet
-        new = call.tokens[call.sent :]
+        out = self._text(call)
+        upto = len(call.tokens) if final else out.releasable(call.tokens)
+        if upto <= call.sent:
+            return
+        new = call.tokens[call.sent : upto]
         delta = TokenDelta(
             call_id=call.call_id,
             offset=call.sent,
             token_ids=new,
-            text=self.backend.detokenize(new),
+            text=out.delta(call.tokens, call.sent, upto),
         )
-        call.sent = len(call.tokens)
+        call.sent = upto
         self._last_flush[call.call_id] = time.monotonic()
         await self.nc.publish(call.dispatch.reply_to, encode(delta))
         self.otel.streamed(len(new))
@@ -494,13 +519,13 @@ class EngineRunner:
         if row is None:
             self._drop(call, "not owned at finish; result discarded")
             return
-        await self._flush(call)  # the last tokens as a delta, before the final
+        await self._flush(call, final=True)  # the last tokens as a delta, before the final
         final = CallFinal(
             call_id=call.call_id,
             program_id=row.program_id,
             finish_reason=finish_reason,  # type: ignore[arg-type]
             token_ids=call.tokens if self.cfg.final_token_ids else None,
-            text=self.backend.detokenize(call.tokens),
+            text=self._text(call).final(call.tokens),
             usage=Usage(
                 prompt_tokens=len(call.prompt_ids),
                 completion_tokens=len(call.tokens),
