@@ -127,6 +127,13 @@ def test_conserves_work_and_respects_parents(
         short_prompt_tokens=100,
     )
     _check(progs, run)
+    if run.stats["kv_preemptions"] == 0:
+        # the per-iteration cap on priority preemptions: runs cut short at one engine boundary
+        cut: dict[tuple[int, float], int] = {}
+        for r in run.call_records or []:
+            for eng, _, stop, _, _ in r.runs[:-1]:
+                cut[(eng, stop)] = cut.get((eng, stop), 0) + 1
+        assert max(cut.values(), default=0) <= cap
 
 
 @SETTINGS

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Sequence
 
-from autellix.policy.balance import BalancerConfig, choose_engine
+from autellix.policy.balance import BalancerConfig, BalancerKind, choose_engine, skewed
 from autellix.policy.batch import PreemptionMode
 from autellix.policy.priority import PriorityKind
 from autellix.policy.registry import PolicyConfig
@@ -242,6 +242,7 @@ class Simulator:
         self.starv = policy.starvation if self.binned and policy.starvation.enabled else None
         self.pw = policy.units.prefill_weight
         self.by_program = policy.within_level == "program"
+        self.by_service = policy.within_level == "service" and policy.binned
         self.cap = max(0, policy.max_preemptions_per_step)
         self.min_run = max(0, policy.min_run_tokens) if policy.preemptive else 0
         self.block = max(1, profile.block_size)
@@ -260,6 +261,8 @@ class Simulator:
         self.young_preempt = 0  # priority preemptions of a run that decoded < 4 tokens
         self.kv_preempt = 0
         self.promotions = 0
+        # long-prompt calls whose program affinity the locality guard ignored (load skewed)
+        self.guard_overrides = 0
         self.recomputed = 0
         self.decoded = 0
         self.records: list[CallRecord] | None = [] if record_calls else None
@@ -337,6 +340,8 @@ class Simulator:
         elif k is PriorityKind.ATLAS_EXACT:
             c.base = max((p.base0 + p.used for p in c.parents), default=0.0)
         c.base0 = c.base
+        if self.by_service:
+            c.tb = c.base  # exact least-attained order inside a queue
         engs = self.engines
         if len(engs) == 1:
             e = engs[0]
@@ -346,6 +351,13 @@ class Simulator:
                 self.balancer, loads=loads, prompt_tokens=c.prompt, pin=prog.pin, counter=self.rr
             )
             self.rr += 1
+            bal = self.balancer
+            if (
+                bal.kind is BalancerKind.LOCALITY
+                and c.prompt > bal.short_prompt_tokens
+                and skewed(loads, bal)
+            ):
+                self.guard_overrides += 1
             prog.pin = ch.pin
             e = engs[ch.engine]
         c.eng = e
@@ -908,6 +920,7 @@ class Simulator:
                 "young_preemptions": float(self.young_preempt),
                 "kv_preemptions": float(self.kv_preempt),
                 "promotions": float(self.promotions),
+                "guard_overrides": float(self.guard_overrides),
                 "recomputed_tokens": float(self.recomputed),
                 "decoded_tokens": float(self.decoded),
                 "evicted_tokens": float(sum(e.kv.evicted for e in self.engines)),
