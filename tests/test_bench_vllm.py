@@ -117,7 +117,12 @@ def test_comparisons_divide_baseline_by_autellix_and_flag_saturation() -> None:
     assert set(payload["throughput_at_equal_latency"]) == {"atlas/vllm-fcfs"}
     md = markdown(payload)
     assert "REAL vLLM engine" in md and "dummy:bench (dummy weights" in md
-    assert "| 1 | vllm-fcfs | yes (5.0x) | atlas | 2.50x | 1.50x |" in md
+    assert "| 1 | vllm-fcfs | yes (5.0x, serves 60% of the offered rate) | atlas | 2.50x |" in md
+    # one rate only: saturation from served / offered programs per second alone
+    (one,) = comparisons([r for r in runs if r["rate"] == 1.0])
+    assert one["baseline_saturated"] and one["baseline_served_fraction"] == pytest.approx(0.6)
+    (light,) = comparisons([r for r in runs if r["rate"] == 0.5])
+    assert not light["baseline_saturated"]
 
 
 def test_run_bench_script_is_the_cli_with_its_own_defaults() -> None:

@@ -63,6 +63,8 @@ PLAIN_SYSTEM = "plain vLLM (REAL vLLM engine: AsyncLLM in the benchmark process,
 DEFAULT_POLICIES = ("vllm-fcfs", "vllm-priority", "plas", "atlas")
 DEFAULT_MODEL = "dummy:bench"
 
+SERVED_FRACTION = 0.9  # a baseline completing < 90% of the offered programs/s is saturated
+
 
 def check_policies(policies: Sequence[str], backend: str) -> None:
     """Refuse plain-vLLM baselines on any backend but `vllm` (they *are* a vLLM engine)."""
@@ -428,13 +430,19 @@ def comparisons(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     continue
                 b, p = at[base], at[pol]
                 growth = b["avg_latency_per_token_s"] / lightest[base] if lightest[base] else None
+                # served / offered programs per second: below 90% the baseline cannot keep up
+                served = b["throughput_programs_per_s"] / rate if rate else None
                 out.append(
                     {
                         "rate": rate,
                         "baseline": base,
                         "policy": pol,
-                        "baseline_saturated": bool(growth and growth >= SATURATION_FACTOR),
+                        "baseline_saturated": bool(
+                            (growth and growth >= SATURATION_FACTOR)
+                            or (served is not None and served < SERVED_FRACTION)
+                        ),
                         "baseline_latency_per_token_growth": growth,
+                        "baseline_served_fraction": served,
                         "latency_per_token_ratio": b["avg_latency_per_token_s"]
                         / p["avg_latency_per_token_s"],
                         "avg_latency_ratio": b["avg_latency_s"] / p["avg_latency_s"],
@@ -528,7 +536,12 @@ def ratio_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 f"{c['rate']:g}",
                 c["baseline"],
                 ("yes" if c.get("baseline_saturated") else "no")
-                + (f" ({growth:.1f}x)" if growth else ""),
+                + (f" ({growth:.1f}x" if growth else " (")
+                + (
+                    f", serves {c['baseline_served_fraction']:.0%} of the offered rate)"
+                    if c.get("baseline_served_fraction") is not None
+                    else ")"
+                ),
                 c["policy"],
                 f"{c['latency_per_token_ratio']:.2f}x",
                 f"{c['avg_latency_ratio']:.2f}x",
@@ -587,7 +600,8 @@ def markdown(payload: dict[str, Any]) -> str:
             "throughput: Autellix / baseline)",
             "",
             "A baseline is *saturated* at a rate once its average latency per token is "
-            f"{SATURATION_FACTOR:g}x its value at the lightest rate.",
+            f"{SATURATION_FACTOR:g}x its value at the lightest rate, or it completes fewer than "
+            f"{SERVED_FRACTION:.0%} of the offered programs per second.",
             "",
             *_md_table(*ratio_rows(payload)),
         ]
