@@ -2,7 +2,8 @@
 
 Core NATS subscriptions in the queue group `frontend` (N replicas share the load, each request
 goes to one): `Subjects.submit` (CallRequest → CallAccepted | CallError on the request's reply
-subject) and `Subjects.program_open` / `program_close` (→ ProgramReply | CallError).
+subject), `Subjects.program_open` / `program_close` (→ ProgramReply | CallError) and
+`Subjects.cancel` (CallCancel → CallCancelReply | CallError; see `cancel.py`).
 
 Bad input never crashes anything: it is answered with a typed `CallError` (invalid_json,
 validation_error, unsupported_version, message_too_large, ...) and logged as one warning line.
@@ -26,6 +27,7 @@ from autellix import bus, telemetry
 from autellix.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    CallCancel,
     CallError,
     ErrorCode,
     ProgramClose,
@@ -41,6 +43,7 @@ from autellix.services.frontend.accept import (
     close_program,
     open_program,
 )
+from autellix.services.frontend.cancel import cancel_call
 from autellix.services.frontend.tracing import record_program_closed
 from autellix.services.scheduler.jspub import AsyncPublisher
 from autellix.settings import Settings
@@ -106,6 +109,7 @@ class FrontendService:
             (self.subjects.submit, self._on_submit),
             (self.subjects.program_open, self._on_open),
             (self.subjects.program_close, self._on_close),
+            (self.subjects.cancel, self._on_cancel),
         ):
             self._subs.append(
                 await self.nc.subscribe(subject, queue=QUEUE_GROUP, cb=self._spawner(handler))
@@ -188,6 +192,18 @@ class FrontendService:
         if msg.reply:
             await self.nc.publish(msg.reply, encode(reply))
         await record_program_closed(self.ctx.pool, reply, msg.headers, self.log)  # trace root
+
+    async def _on_cancel(self, msg: Any) -> None:
+        """CallCancel; without a reply subject it is still applied (fire-and-forget cancels
+        from a client whose task is being torn down)."""
+        assert self.ctx is not None
+        parsed = parse_message(CallCancel, msg.data)
+        if isinstance(parsed, CallError):
+            await self._reject(msg, parsed, "call cancel")
+            return
+        reply = await cancel_call(self.ctx, self.nc, parsed)
+        if msg.reply:
+            await self.nc.publish(msg.reply, encode(reply))
 
     async def stop(self) -> None:
         for sub in self._subs:  # stop taking requests; queue-group peers take over

@@ -55,6 +55,7 @@ from autellix.protocol import (
     MAX_MESSAGE_BYTES,
     CallError,
     EngineHeartbeat,
+    ErrorCode,
     ProgramClose,
     ProgramOpen,
     validate_model,
@@ -69,6 +70,7 @@ from autellix.services.frontend.http_calls import (
     openai_finish_reason,
     openai_usage,
     outcome_label,
+    result_unless_disconnected,
 )
 from autellix.services.frontend.tracing import program_telemetry
 
@@ -374,13 +376,22 @@ def create_app(gateway: Any) -> Any:
             )
             return StreamingResponse(gen, media_type="text/event-stream", headers=out_headers)
         try:
-            final = await run.result()
+            got = await result_unless_disconnected(run, request)
         except CallFailed as exc:
             api = ApiError.from_call_error(exc.error)
             finished(api.status, exc.error)
             return JSONResponse(api.body.model_dump(), status_code=api.status, headers=out_headers)
+        except BaseException:  # the request task itself was cancelled (server shutdown, ...)
+            if run.cancel_if_unfinished("HTTP request cancelled"):
+                finished(CLIENT_GONE, _gone(run))
+            raise
         finally:
             run.close()
+        if got is None:  # the client disconnected: nobody will read an answer
+            run.cancel_if_unfinished("HTTP client disconnected")
+            finished(CLIENT_GONE, _gone(run))
+            return Response(status_code=CLIENT_GONE)
+        final = got
         text, is_placeholder = run.full_text()
         info = run.info(is_placeholder)
         finished(200)
@@ -482,6 +493,12 @@ def _extra_schemas(app: Any, models: list[type[Any]]) -> None:
 
 
 Finished = Callable[..., None]
+CLIENT_GONE = 499  # nginx's "client closed request": what the span and the counter record
+
+
+def _gone(run: CallRun) -> CallError:
+    call_id = run.accepted.call_id if run.accepted else None
+    return CallError(call_id=call_id, code=ErrorCode.cancelled, message="HTTP client went away")
 
 
 async def _chat_stream(
@@ -517,6 +534,10 @@ async def _chat_stream(
         yield _sse(api.body.model_dump())
     finally:
         run.close()
+        # left before the answer: the client disconnected (Starlette cancels the stream) or
+        # the generator was closed; the call is cancelled so it stops using the engine
+        if run.cancel_if_unfinished("HTTP client disconnected from the stream"):
+            status, error = CLIENT_GONE, _gone(run)
         finished(status, error)
 
 
@@ -548,6 +569,10 @@ async def _completion_stream(
         yield _sse(api.body.model_dump())
     finally:
         run.close()
+        # left before the answer: the client disconnected (Starlette cancels the stream) or
+        # the generator was closed; the call is cancelled so it stops using the engine
+        if run.cancel_if_unfinished("HTTP client disconnected from the stream"):
+            status, error = CLIENT_GONE, _gone(run)
         finished(status, error)
 
 

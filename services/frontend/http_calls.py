@@ -7,6 +7,9 @@
   (`accept.accept_call`) runs in this process and hands over its first answer in-process; the
   engine's deltas and final arrive on a reply subject under this process's inbox prefix, routed
   by one wildcard subscription (`ReplyRouter`), de-duplicated by offset like the Python client;
+* a request that goes away before its answer (SSE client disconnect, cancelled request task)
+  cancels its call (`CallRun.cancel_if_unfinished` → `cancel.cancel_call`), so an abandoned
+  request stops burning engine time;
 * `ApiError` carries an answer in OpenAI's error shape; `_HTTP_ERRORS` maps protocol error
   codes to HTTP statuses.
 """
@@ -28,6 +31,7 @@ from autellix.client import CallFailed
 from autellix.protocol import (
     CALL_REPLY,
     CallAccepted,
+    CallCancel,
     CallError,
     CallFinal,
     CallRequest,
@@ -39,6 +43,7 @@ from autellix.protocol import (
 )
 from autellix.services.frontend import openai_schema as oa
 from autellix.services.frontend.accept import accept_call
+from autellix.services.frontend.cancel import cancel_call
 
 HDR_PROGRAM = "x-autellix-program-id"
 HDR_THREAD = "x-autellix-thread-id"
@@ -187,6 +192,7 @@ class CallRun:
     pieces: list[str] = field(default_factory=list)
     any_placeholder: bool = False
     final: CallFinal | None = None
+    ended: bool = False  # a terminal answer (final, error, our timeout) reached this request
 
     async def begin(self, headers: dict[str, str]) -> None:
         """Admit the call (raises ApiError if refused); replies start flowing to the queue."""
@@ -228,6 +234,7 @@ class CallRun:
                     raise TimeoutError
                 reply = await asyncio.wait_for(self.queue.get(), wait)
             except TimeoutError:
+                self.ended = True  # the call may still finish: not cancelled (see message)
                 raise CallFailed(
                     CallError(
                         call_id=self.accepted.call_id,
@@ -242,10 +249,11 @@ class CallRun:
                 if piece is not None:
                     yield piece
             elif isinstance(reply, CallFinal):
-                self.final = reply
+                self.final, self.ended = reply, True
                 yield reply
                 return
             elif isinstance(reply, CallError):
+                self.ended = True
                 raise CallFailed(reply)
 
     def _take(self, delta: TokenDelta) -> Piece | None:
@@ -305,6 +313,52 @@ class CallRun:
 
     def close(self) -> None:
         self.gateway.router.close(self.token)
+
+    def cancel_if_unfinished(self, reason: str) -> bool:
+        """The HTTP client went away before the answer: cancel the call. Runs in the background
+        (this is called while the request's task is being cancelled, where awaiting is not
+        safe); True when a cancel was started."""
+        if self.accepted is None or self.ended or getattr(self.gateway, "stopping", False):
+            return False
+        self.ended = True
+        self.gateway.spawn(self._cancel(self.accepted.call_id, reason))
+        return True
+
+    async def _cancel(self, call_id: str, reason: str) -> None:
+        try:
+            reply = await cancel_call(
+                self.gateway.ctx, self.gateway.nc, CallCancel(call_id=call_id, reason=reason)
+            )
+            self.gateway.log.info("HTTP call cancelled", call_id=call_id, outcome=reply.outcome)
+        except Exception as exc:  # best effort: the call then runs to its end
+            self.gateway.log.warning("cancelling a call failed", call_id=call_id, error=repr(exc))
+
+
+async def until_disconnected(request: Any) -> None:
+    """Return when the HTTP client disconnects. Only for a request whose body was read and
+    whose response has not started (then nothing else reads `receive`): uvicorn's `receive`
+    blocks until the client goes away or the response is complete."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def result_unless_disconnected(run: CallRun, request: Any) -> CallFinal | None:
+    """`run.result()`, or None as soon as the client disconnects (the caller cancels the
+    call). Why watch: a non-streamed request sends nothing until the end, so the server would
+    otherwise only notice a departed client after the call had run to completion."""
+    result = asyncio.ensure_future(run.result())
+    watch = asyncio.ensure_future(until_disconnected(request))
+    gone = True
+    try:
+        await asyncio.wait({result, watch}, return_when=asyncio.FIRST_COMPLETED)
+        gone = not result.done()
+    finally:
+        watch.cancel()
+        if gone:
+            result.cancel()
+    return None if gone else result.result()
 
 
 def openai_finish_reason(final: CallFinal) -> str:

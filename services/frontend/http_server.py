@@ -60,6 +60,9 @@ class HttpGateway:
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        #: shutting down: requests cut off now are not the clients' choice, so their calls are
+        #: not cancelled (a client may collect the answer again with its Idempotency-Key)
+        self.stopping = False
 
     @property
     def url(self) -> str:
@@ -101,6 +104,7 @@ class HttpGateway:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
+        self.stopping = True
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):

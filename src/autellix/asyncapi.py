@@ -31,6 +31,8 @@ def _messages() -> dict[str, type[BaseModel]]:
         "ProgramOpen": protocol.ProgramOpen,
         "ProgramClose": protocol.ProgramClose,
         "ProgramReply": protocol.ProgramReply,
+        "CallCancel": protocol.CallCancel,
+        "CallCancelReply": protocol.CallCancelReply,
         "ScheduleCall": protocol.ScheduleCall,
         "Dispatch": protocol.Dispatch,
         "Control": protocol.Control,
@@ -63,7 +65,14 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
         }
     }
     jetstream = {"ScheduleCall", "Dispatch"}
-    no_headers = {"CallAccepted", "TokenDelta", "CallFinal", "CallError", "ProgramReply"}
+    no_headers = {
+        "CallAccepted",
+        "TokenDelta",
+        "CallFinal",
+        "CallError",
+        "ProgramReply",
+        "CallCancelReply",
+    }
 
     def msg(name: str, summary: str) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -89,6 +98,8 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
         "ProgramOpen": msg("ProgramOpen", "Open a program (session)."),
         "ProgramClose": msg("ProgramClose", "Close a program; returns final statistics."),
         "ProgramReply": msg("ProgramReply", "Program state and statistics."),
+        "CallCancel": msg("CallCancel", "Cancel a call (by id or client_call_id); idempotent."),
+        "CallCancelReply": msg("CallCancelReply", "Whether the cancel ended the call, or why not."),
         "ScheduleCall": msg("ScheduleCall", "Internal: frontend → schedulers (JetStream)."),
         "Dispatch": msg("Dispatch", "Internal: scheduler → one engine at one MLFQ level."),
         "Control": msg("Control", "Internal: preempt / set_level / cancel (idempotent)."),
@@ -116,6 +127,13 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
         "programOpen": {"address": s.program_open, "messages": refs("ProgramOpen")},
         "programClose": {"address": s.program_close, "messages": refs("ProgramClose")},
         "programReplies": {"address": None, "messages": refs("ProgramReply", "CallError")},
+        "cancel": {
+            "address": s.cancel,
+            "description": "Cancel a call. The call's caller gets CallError(cancelled) on its "
+            "inbox; the engine running it gets Control(cancel).",
+            "messages": refs("CallCancel"),
+        },
+        "cancelReplies": {"address": None, "messages": refs("CallCancelReply", "CallError")},
         "schedCalls": {
             "address": s.sched_calls,
             "description": f"JetStream stream `{s.calls_stream}`; durable consumer "
@@ -158,9 +176,12 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
         "submitCall": op("send", "submit", "Clients submit a call", reply="callReplies"),
         "openProgram": op("send", "programOpen", "Open a program", reply="programReplies"),
         "closeProgram": op("send", "programClose", "Close a program", reply="programReplies"),
+        "cancelCall": op("send", "cancel", "Cancel a call", reply="cancelReplies"),
         "scheduleCall": op("send", "schedCalls", "Frontend enqueues an accepted call"),
         "dispatchCall": op("send", "dispatch", "Scheduler dispatches to an engine level"),
-        "controlEngine": op("send", "control", "Scheduler preempts / re-levels a call"),
+        "controlEngine": op(
+            "send", "control", "Scheduler preempts / re-levels a call; frontend cancels one"
+        ),
         "engineHeartbeat": op("send", "heartbeat", "Engines announce liveness and load"),
         "serviceReport": op("send", "reports", "Engines report progress of running calls"),
     }

@@ -22,6 +22,14 @@ already has). Failures raise `CallFailed` carrying the protocol's `CallError` (`
 
 To make a call safe to retry, pass `client_call_id`: resubmitting it never runs the call twice,
 and returns the stored result if the first attempt already finished.
+
+Cancelling: `await client.cancel(call_id)` (or `program_id=`, `client_call_id=`) stops a call
+wherever it is and answers whether it did. A task awaiting `call()` that is cancelled, or a
+`stream()` abandoned before its result (task cancelled, generator closed), cancels its call too:
+the client sends `CallCancel` best-effort in the background (waiting briefly for the call id if
+`CallAccepted` had not arrived yet) and the cancellation propagates at once. A client-side
+timeout (`CallTimeout`) does not cancel: the call may still finish and can be collected again
+with its `client_call_id`.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +48,8 @@ from autellix import telemetry
 from autellix.protocol import (
     CALL_REPLY,
     CallAccepted,
+    CallCancel,
+    CallCancelReply,
     CallError,
     CallFinal,
     CallRequest,
@@ -146,6 +157,7 @@ class Client:
         self._ids = itertools.count()
         self._prefix = ""
         self._sub: Any = None
+        self._cancels: set[asyncio.Task[None]] = set()  # cancels of abandoned calls in flight
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -167,6 +179,8 @@ class Client:
         self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
 
     async def close(self) -> None:
+        if self._cancels:  # let cancels of abandoned calls go out before the connection does
+            await asyncio.wait(list(self._cancels), timeout=self.request_timeout)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -220,6 +234,98 @@ class Client:
 
     # ------------------------------------------------------------------ calls
 
+    async def cancel(
+        self,
+        call_id: str | None = None,
+        *,
+        program_id: str | None = None,
+        client_call_id: str | None = None,
+        reason: str = "",
+    ) -> CallCancelReply:
+        """Cancel a call by id (or by `program_id` + `client_call_id`). Its caller gets
+        `CallError(cancelled)`; an engine running it stops. Safe to repeat: the reply's
+        `outcome` says `cancelled`, `already_cancelled`, `already_finished` or `unknown`."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+
+        if self._nc is None:
+            raise RuntimeError("client is not connected (use `async with Client(...)`)")
+        body = CallCancel(
+            call_id=call_id, program_id=program_id, client_call_id=client_call_id, reason=reason
+        )
+        subject = self.subjects.cancel
+        try:
+            msg = await self._nc.request(subject, encode(body), timeout=self.request_timeout)
+        except NoRespondersError as exc:
+            raise CallFailed(_unavailable(subject)) from exc
+        except NatsTimeout as exc:
+            raise CallTimeout(
+                CallError(
+                    call_id=call_id, code=ErrorCode.timeout, message=f"no answer on {subject}"
+                )
+            ) from exc
+        obj = json.loads(msg.data)
+        if obj.get("type") == "error":
+            raise CallFailed(CallError.model_validate(obj))
+        return CallCancelReply.model_validate(obj)
+
+    def _abandon(
+        self, token: str, pending: _Pending, call_id: str | None, request: CallRequest
+    ) -> None:
+        """The task reading this call went away: cancel the call in the background (the
+        cancelled task must not wait for a round trip). Keeps the inbox routed meanwhile."""
+        try:
+            task = asyncio.get_running_loop().create_task(
+                self._cancel_abandoned(token, pending, call_id, request)
+            )
+        except RuntimeError:  # no loop any more (interpreter shutdown): nothing to do
+            self._pending.pop(token, None)
+            return
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
+    async def _cancel_abandoned(
+        self, token: str, pending: _Pending, call_id: str | None, request: CallRequest
+    ) -> None:
+        try:
+            if call_id is None and request.client_call_id is None:
+                call_id = await self._accepted_id(pending)  # submitted, but no id seen yet
+                if call_id is None:
+                    return  # refused, already answered, or no frontend: nothing runs
+            body = (
+                CallCancel(call_id=call_id, reason="client task cancelled")
+                if call_id is not None
+                else CallCancel(
+                    program_id=request.program_id,
+                    client_call_id=request.client_call_id,
+                    reason="client task cancelled",
+                )
+            )
+            if self._nc is not None:
+                await self._nc.publish(self.subjects.cancel, encode(body))
+        except Exception:  # best effort: the call then runs to its end
+            pass
+        finally:
+            self._pending.pop(token, None)
+
+    async def _accepted_id(self, pending: _Pending) -> str | None:
+        """The call id from a `CallAccepted` still to come (None: refused, ended, or silence)."""
+        deadline = time.monotonic() + self.request_timeout
+        while (wait := deadline - time.monotonic()) > 0:
+            try:
+                msg = await asyncio.wait_for(pending.queue.get(), wait)
+            except TimeoutError:
+                return None
+            try:
+                reply = CALL_REPLY.validate_json(msg.data)
+            except ValueError:
+                return None
+            if isinstance(reply, CallAccepted):
+                return reply.call_id
+            if isinstance(reply, CallFinal | CallError):
+                return None
+        return None
+
     async def submit(
         self,
         request: CallRequest,
@@ -247,11 +353,13 @@ class Client:
         first_token_s: float | None = None
         span = _call_span(request, trace_context)
         outcome: CallResult | CallError | None = None
+        abandoned = submitted = False
         try:
             headers = telemetry.inject(context=_context_of(span)) or None
             await self._nc.publish(
                 self.subjects.submit, encode(request), reply=reply_to, headers=headers
             )
+            submitted = True
             while True:
                 wait = None if deadline is None else deadline - time.monotonic()
                 if wait is not None and wait <= 0:
@@ -315,8 +423,14 @@ class Client:
         except CallFailed as exc:
             outcome = exc.error
             raise
+        except (asyncio.CancelledError, GeneratorExit):  # the reader went away before the end
+            abandoned = True
+            raise
         finally:
-            self._pending.pop(token, None)
+            if abandoned and submitted and outcome is None:
+                self._abandon(token, pending, call_id, request)
+            else:
+                self._pending.pop(token, None)
             _end_call_span(span, call_id, outcome)
 
     async def call(

@@ -57,6 +57,8 @@ class Subjects:
         #: core request/reply: `ProgramOpen` / `ProgramClose` → `ProgramReply`
         self.program_open = f"{root}.program.open"
         self.program_close = f"{root}.program.close"
+        #: core request/reply: `CallCancel` → `CallCancelReply` (or `CallError` for bad input)
+        self.cancel = f"{root}.call.cancel"
         #: JetStream (stream `calls_stream`): accepted calls waiting for a scheduler decision
         self.sched_calls = f"{root}.sched.call"
         #: JetStream (stream `dispatch_stream`): `Dispatch` for one engine and MLFQ level
@@ -96,6 +98,7 @@ class Subjects:
             "submit": self.submit,
             "program_open": self.program_open,
             "program_close": self.program_close,
+            "cancel": self.cancel,
             "sched_calls": self.sched_calls,
             "dispatch": self.dispatch("<engine_id>", 0).replace(".q.0", ".q.<level>"),
             "control": self.control("<engine_id>"),
@@ -170,6 +173,28 @@ class ProgramOpen(_Msg):
 class ProgramClose(_Msg):
     v: Literal[1] = 1
     program_id: Id
+
+
+class CallCancel(_Msg):
+    """Cancel a call: by `call_id`, or by `program_id` + `client_call_id` (the caller's
+    idempotency key, usable before `CallAccepted` arrived). Idempotent: cancelling a call that
+    already ended (or was cancelled) changes nothing and says so in the reply."""
+
+    v: Literal[1] = Field(default=1, description="protocol version")
+    call_id: Id | None = None
+    program_id: Id | None = None
+    client_call_id: Id | None = None
+    reason: str = Field(default="", max_length=500, description="recorded with the call")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> CallCancel:
+        by_id = self.call_id is not None and self.client_call_id is None
+        by_key = (
+            self.call_id is None and self.program_id is not None and self.client_call_id is not None
+        )
+        if not (by_id or by_key):
+            raise ValueError("set call_id, or (instead) program_id and client_call_id")
+        return self
 
 
 class ProgramStats(_Msg):
@@ -265,6 +290,23 @@ class CallError(_Msg):
     message: str
     retryable: bool = False
     details: list[dict[str, Any]] | None = None
+
+
+class CallCancelReply(_Msg):
+    """Answer to `CallCancel`. `outcome`: `cancelled` (this request ended the call: its caller
+    got `CallError(cancelled)` and its engine, if any, a `Control(cancel)`), `already_cancelled`,
+    `already_finished` (it ended otherwise first; `status` says how), or `unknown` (no such
+    call)."""
+
+    type: Literal["cancel"] = "cancel"
+    call_id: str | None = None
+    outcome: Literal["cancelled", "already_cancelled", "already_finished", "unknown"]
+    status: str | None = Field(
+        default=None, description="the call's status now: failed | finished (None: unknown)"
+    )
+    was: str | None = Field(
+        default=None, description="for `cancelled`: the status it had (queued, running, ...)"
+    )
 
 
 CallReply = Annotated[
@@ -441,6 +483,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "program_open": ProgramOpen,
         "program_close": ProgramClose,
         "program_reply": ProgramReply,
+        "call_cancel": CallCancel,
+        "call_cancel_reply": CallCancelReply,
         "schedule_call": ScheduleCall,
         "dispatch": Dispatch,
         "control": Control,

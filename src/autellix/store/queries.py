@@ -679,6 +679,98 @@ async def fail_call(
 
 
 @dataclass(frozen=True, slots=True)
+class CancelResult:
+    """What `cancel_call` did. `cancelled`: this statement ended the call (`was` its status then,
+    `reply_to` where its caller listens, `engine_id` / `control_seq` for the engine's Control).
+    Otherwise `status` / `error_code` say how it had already ended; `call_id` None: unknown."""
+
+    call_id: str | None
+    cancelled: bool
+    was: str | None = None
+    reply_to: str | None = None
+    engine_id: str | None = None
+    control_seq: int = 0
+    status: str | None = None
+    error_code: str | None = None
+
+
+async def cancel_call(
+    conn: Conn,
+    *,
+    call_id: str | None = None,
+    program_id: str | None = None,
+    client_call_id: str | None = None,
+    message: str,
+    actor: str,
+) -> CancelResult:
+    """Cancel a call (by id, or by program + client_call_id): any non-terminal state → failed
+    with `error_code = 'cancelled'`, in one conditional statement that also bumps `control_seq`
+    (for the Control that stops its engine, as the schedulers' `change_levels` does), credits
+    its attained service to the program (as `fail_call`) and writes its `fail` event.
+
+    Why every state and not only queued: the row is the authority. Once it is failed the
+    scheduler cannot dispatch it (`mark_dispatched_many` wants `queued`), an engine that has not
+    started it finds it not its own at `mark_running`, and a running one cannot finish it
+    (`finish_call` wants an active state); the Control only makes the engine stop at once."""
+    row = await conn.fetchrow(
+        """WITH tgt AS (
+               SELECT c.id, c.program_id FROM calls c
+               WHERE ($1::text IS NOT NULL AND c.id = $1)
+                  OR ($1::text IS NULL AND c.program_id = $2 AND c.client_call_id = $3)),
+           pl AS (  -- lock order programs → calls (see fold_progress)
+               SELECT p.id FROM programs p JOIN tgt ON tgt.program_id = p.id FOR UPDATE OF p),
+           old AS (
+               SELECT c.id, c.status, c.engine_id FROM calls c
+               JOIN tgt ON tgt.id = c.id JOIN pl ON pl.id = c.program_id
+               WHERE c.status <> ALL($6::text[])
+               FOR UPDATE OF c),
+           upd AS (
+               UPDATE calls SET status = 'failed', error_code = 'cancelled', error_message = $4,
+                   finished_at = now(), control_seq = calls.control_seq + 1
+               FROM old
+               WHERE calls.id = old.id AND calls.status <> ALL($6::text[])
+               RETURNING calls.id, calls.reply_to, calls.program_id, calls.service,
+                         calls.control_seq, old.status AS was, old.engine_id),
+           prg AS (
+               UPDATE programs SET last_finish_at = now(),
+                   total_service = programs.total_service + upd.service
+               FROM upd WHERE programs.id = upd.program_id),
+           ev AS (
+               INSERT INTO call_events (call_id, kind, actor, engine_id, reason)
+               SELECT id, 'fail', $5, engine_id, 'cancelled: ' || $4 FROM upd)
+           SELECT tgt.id, upd.was, upd.reply_to, upd.engine_id, upd.control_seq
+           FROM tgt LEFT JOIN upd ON upd.id = tgt.id""",
+        call_id,
+        program_id,
+        client_call_id,
+        message,
+        actor,
+        list(TERMINAL),
+    )
+    if row is None:
+        return CancelResult(call_id=None, cancelled=False)
+    if row["was"] is not None:
+        return CancelResult(
+            call_id=row["id"],
+            cancelled=True,
+            was=row["was"],
+            reply_to=row["reply_to"],
+            engine_id=row["engine_id"],
+            control_seq=row["control_seq"],
+            status="failed",
+            error_code="cancelled",
+        )
+    # not ours to cancel: read how it ended (a fresh snapshot, after any concurrent end)
+    now = await conn.fetchrow("SELECT status, error_code FROM calls WHERE id = $1", row["id"])
+    return CancelResult(
+        call_id=row["id"],
+        cancelled=False,
+        status=now["status"] if now else None,
+        error_code=now["error_code"] if now else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class RequeuedCall:
     id: str
     program_id: str
