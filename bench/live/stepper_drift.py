@@ -1,10 +1,11 @@
-"""Why a SIMULATED engine runs slower than its flags: the sim backend's stepper drifts.
+"""Why a SIMULATED engine ran slower than its flags: a stepper that sleeps after each step drifts.
 
-`SimulatedBackend._stepper` sleeps `step` seconds *after* each step's processing, so processing
-time and event-loop lag add to every step. This script runs the backend alone (no services) with
-`batch` concurrent calls of 100 tokens and compares the wall time with the configured one, for the
-backend as shipped ("sleep") and for a deadline-based stepper ("deadline": sleep until
-`previous deadline + step`, re-anchored after idle), the fix proposed in bench/live/README.md.
+The sim backend's stepper used to sleep `step` seconds *after* each step's processing, so
+processing time and event-loop lag added to every step. It now waits for deadlines
+(`SimulatedBackend._pace`: sleep until `previous deadline + step`, re-anchored after idle). This
+script runs the backend alone (no services) with `batch` concurrent calls of 100 tokens and
+compares the wall time with the configured one, for the old pacing ("sleep", `SleepBackend`
+below: only `_pace` differs) and the shipped one ("deadline").
 
     python bench/live/stepper_drift.py            # default asyncio loop
     python bench/live/stepper_drift.py uvloop     # the loop the services use
@@ -16,53 +17,17 @@ import asyncio
 import sys
 import time
 
-from autellix.services.engine.backends.base import GenerationRequest, TokenChunk
-from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend, _mix
+from autellix.services.engine.backends.base import GenerationRequest
+from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
 
 STEP_S, PER_SEQ_S, TOKENS = 0.0117, 0.0005, 100
 
 
-class DeadlineBackend(SimulatedBackend):
-    """The same model with a drift-free stepper (only the sleep differs)."""
+class SleepBackend(SimulatedBackend):
+    """The old pacing: sleep a whole step after each step's processing."""
 
-    async def _stepper(self) -> None:
-        cfg = self.config
-        next_at: float | None = None
-        while True:
-            batch = [s for s in self._seqs if not s.done][: self.max_batch]
-            if not batch:
-                self._wake.clear()
-                next_at = None
-                await self._wake.wait()
-                continue
-            new_prefill = sum(s.uncached for s in batch if not s.started)
-            step = (
-                cfg.token_latency_s
-                + cfg.step_per_seq_s * len(batch)
-                + cfg.prefill_s_per_token * new_prefill
-            )
-            for s in batch:
-                s.started = True
-            now = time.monotonic()
-            if next_at is None or next_at < now - step:
-                next_at = now  # idle or far behind: re-anchor instead of bursting
-            next_at += step
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            self.steps += 1
-            for s in batch:
-                if s.done:
-                    continue
-                tok = (s.state >> 17) % cfg.vocab_size
-                s.state = _mix(s.state, tok)
-                s.generated.append(tok)
-                reason = "length" if len(s.generated) >= s.req.max_tokens else None
-                cached = None
-                if not s.reported_cache:
-                    cached, s.reported_cache = s.cached, True
-                s.out.put_nowait(TokenChunk([tok], reason, cached))
-                if reason is not None:
-                    s.done = True
-            self._seqs = [s for s in self._seqs if not s.done]
+    async def _pace(self, step: float) -> None:
+        await asyncio.sleep(step)
 
 
 async def _consume(backend: SimulatedBackend, i: int) -> None:
@@ -73,7 +38,7 @@ async def _consume(backend: SimulatedBackend, i: int) -> None:
 
 async def _run(kind: str, batch: int) -> None:
     cfg = SimConfig(max_batch=batch, token_latency_s=STEP_S, step_per_seq_s=PER_SEQ_S)
-    backend = (DeadlineBackend if kind == "deadline" else SimulatedBackend)(cfg)
+    backend = (SleepBackend if kind == "sleep" else SimulatedBackend)(cfg)
     await backend.start()
     t0 = time.monotonic()
     await asyncio.gather(*(_consume(backend, i) for i in range(batch)))

@@ -149,6 +149,7 @@ class SimulatedBackend:
         self.max_model_len = self.config.max_model_len
         self._seqs: list[_Seq] = []
         self._wake = asyncio.Event()
+        self._next_at: float | None = None  # deadline of the step in progress (`_pace`)
         self._task: asyncio.Task[None] | None = None
         self._cache = _PrefixCache(self.config.cache_tokens)
         self.steps = 0
@@ -245,6 +246,14 @@ class SimulatedBackend:
                 self._seqs.remove(seq)
             self._cache.insert(list(request.prompt_token_ids) + seq.generated)
 
+    async def _pace(self, step: float) -> None:
+        """Wait until this step's deadline (see `_stepper`)."""
+        now = time.monotonic()
+        if self._next_at is None or self._next_at < now - step:
+            self._next_at = now
+        self._next_at += step
+        await asyncio.sleep(max(0.0, self._next_at - time.monotonic()))
+
     async def _stepper(self) -> None:
         """Run engine steps back to back, each lasting exactly its modelled time.
 
@@ -255,12 +264,12 @@ class SimulatedBackend:
         period, or when the process fell more than a step behind (no CPU at all), the schedule
         re-anchors at "now" instead of bursting steps to catch up."""
         cfg = self.config
-        next_at: float | None = None
+        self._next_at = None
         while True:
             batch = [s for s in self._seqs if not s.done][: self.max_batch]
             if not batch:
                 self._wake.clear()
-                next_at = None
+                self._next_at = None
                 await self._wake.wait()
                 continue
             new_prefill = sum(s.uncached for s in batch if not s.started)
@@ -271,11 +280,7 @@ class SimulatedBackend:
             )
             for s in batch:
                 s.started = True
-            now = time.monotonic()
-            if next_at is None or next_at < now - step:
-                next_at = now
-            next_at += step
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            await self._pace(step)
             self.steps += 1
             for s in batch:
                 if s.done:
