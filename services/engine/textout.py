@@ -35,6 +35,7 @@ class OutputText:
     stop_text: str | None = field(init=False, default=None)  # final text once a stop matched
     _searched: int = field(init=False, default=0)  # text length already searched
     _checked: int = field(init=False, default=0)  # tokens already searched
+    _delta_end: tuple[int, str] = field(init=False, default=(0, ""))  # last delta's end, text
 
     def __post_init__(self) -> None:
         self.stops = tuple(s for s in self.stops if s)
@@ -89,12 +90,19 @@ class OutputText:
     def delta(self, tokens: Sequence[int], start: int, end: int) -> str | None:
         """Text added by tokens[start:end], as the difference of two prefixes' texts; clipped to
         the stop-truncated text once a stop matched."""
-        after = self.text(tokens, end)
-        if after is None:
+        full = self.text(tokens, end)
+        if full is None:
             return None
+        # deltas are streamed in order, so the previous one's end text is this one's start text
+        # (output tokens are only ever appended): one detokenization per delta, not two
+        if start == self._delta_end[0]:
+            before = self._delta_end[1]
+        else:
+            before = self.text(tokens, start) or ""
+        self._delta_end = (end, full)
+        after = full
         if self.stop_text is not None and end >= (self.stop_tokens or 0):
             after = self.stop_text
-        before = self.text(tokens, start) or ""
         return after[len(before) :]
 
     def final(self, tokens: Sequence[int]) -> str | None:
