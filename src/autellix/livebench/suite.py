@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,36 @@ def rates_for(cap: float, loads: Sequence[float] = DEFAULT_LOADS) -> list[float]
     return [float(f"{f * cap:.4g}") for f in loads]
 
 
+async def sweep(
+    workload: Workload,
+    cfg: Any,
+    rate_list: Sequence[float],
+    cap: float | None,
+    cb: Callbacks,
+    run_one: Callable[[list[Any], str, float], Awaitable[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every (rate, policy) run, rate-major (so a drift in the machine's load hits the policies
+    compared at one rate alike), with the same arrivals for every policy at a rate. `cfg` has
+    `policies`, `seed`, `arrival`, `burst_cv`; one broken run is recorded, not fatal."""
+    runs: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for rate in rate_list:
+        programs = with_arrivals(workload.programs, rate, cfg.seed, cfg.arrival, cfg.burst_cv)
+        for policy in cfg.policies:
+            cb.run_start(policy, rate, len(programs))
+            try:
+                rec = await run_one(programs, policy, rate)
+            except Exception as exc:  # one broken run must not lose the others
+                failed.append({"policy": policy, "rate": rate, "error": repr(exc)[:2000]})
+                cb.run_failed(policy, rate, exc)
+                continue
+            rec["load"] = rate / cap if cap else None
+            runs.append(rec)
+            cb.run_done(rec)
+            cb.checkpoint(runs)
+    return runs, failed
+
+
 async def run_live_bench(
     cfg: LiveConfig,
     workload: Workload,
@@ -100,31 +130,20 @@ async def run_live_bench(
             probe = await probe_infra(infra, cfg)
         cap = capacity(workload, cfg, probe)
         rate_list = sorted(set(rates)) if rates else rates_for(cap, loads)
-        runs: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
-        for rate in rate_list:
-            programs = with_arrivals(workload.programs, rate, cfg.seed, cfg.arrival, cfg.burst_cv)
-            for policy in cfg.policies:
-                cb.run_start(policy, rate, len(programs))
-                try:
-                    rec = await live_run(
-                        infra,
-                        cfg,
-                        programs,
-                        policy,
-                        rate,
-                        probe=probe,
-                        on_program=lambda _run: cb.program_done(),
-                        on_started=cb.stack_ready,
-                    )
-                except Exception as exc:  # one broken run must not lose the others
-                    failed.append({"policy": policy, "rate": rate, "error": repr(exc)[:2000]})
-                    cb.run_failed(policy, rate, exc)
-                    continue
-                rec["load"] = rate / cap if cap else None
-                runs.append(rec)
-                cb.run_done(rec)
-                cb.checkpoint(runs)
+
+        async def one(programs: list[Any], policy: str, rate: float) -> dict[str, Any]:
+            return await live_run(
+                infra,
+                cfg,
+                programs,
+                policy,
+                rate,
+                probe=probe,
+                on_program=lambda _run: cb.program_done(),
+                on_started=cb.stack_ready,
+            )
+
+        runs, failed = await sweep(workload, cfg, rate_list, cap, cb, one)
         infra_desc = infra.describe()
     runs.sort(key=lambda r: (r["rate"], cfg.policies.index(r["policy"])))
     meta = {

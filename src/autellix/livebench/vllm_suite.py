@@ -49,12 +49,11 @@ from autellix.livebench.plain_vllm import (
     run_plain_vllm,
 )
 from autellix.livebench.stack import Infra
-from autellix.livebench.suite import DEFAULT_LOADS, Callbacks, rates_for
+from autellix.livebench.suite import DEFAULT_LOADS, Callbacks, rates_for, sweep
 from autellix.sim.metrics import sustainable
 from autellix.sim.profile import EngineProfile
 from autellix.sim.report import fmt_ratio
 from autellix.sim.sweep import analytic_capacity
-from autellix.workloads.arrivals import with_arrivals
 from autellix.workloads.loader import Workload
 
 BANNER = "REAL vLLM engine: Autellix stack vs plain vLLM"
@@ -337,33 +336,22 @@ async def run_vllm_bench(
         probe = await probe_vllm(cfg.spec, workload)
         cap = capacity(workload, probe)
     rate_list = sorted(set(rates)) if rates else rates_for(cap or 0.0, loads)
-    runs: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
     # Servers are needed only by the Autellix runs
     need_stack = any(not is_plain(p) for p in cfg.policies)
     async with Infra(nats_url if need_stack else "", database_url if need_stack else "") as infra:
-        for rate in rate_list:
-            programs = with_arrivals(workload.programs, rate, cfg.seed, cfg.arrival, cfg.burst_cv)
-            for policy in cfg.policies:
-                cb.run_start(policy, rate, len(programs))
-                try:
-                    rec = await vllm_run(
-                        infra,
-                        cfg,
-                        programs,
-                        policy,
-                        rate,
-                        on_program=lambda _run: cb.program_done(),
-                        on_started=cb.stack_ready,
-                    )
-                except Exception as exc:  # one broken run must not lose the others
-                    failed.append({"policy": policy, "rate": rate, "error": repr(exc)[:2000]})
-                    cb.run_failed(policy, rate, exc)
-                    continue
-                rec["load"] = rate / cap if cap else None
-                runs.append(rec)
-                cb.run_done(rec)
-                cb.checkpoint(runs)
+
+        async def one(programs: list[Any], policy: str, rate: float) -> dict[str, Any]:
+            return await vllm_run(
+                infra,
+                cfg,
+                programs,
+                policy,
+                rate,
+                on_program=lambda _run: cb.program_done(),
+                on_started=cb.stack_ready,
+            )
+
+        runs, failed = await sweep(workload, cfg, rate_list, cap, cb, one)
         servers = infra.describe() if need_stack else {}
     runs.sort(key=lambda r: (r["rate"], cfg.policies.index(r["policy"])))
     spec = cfg.spec
