@@ -262,6 +262,27 @@ def live(
     import dataclasses
 
     meta_extra = {"workload_options": dataclasses.asdict(opts), "paper_sizes": paper_sizes}
+    # what both backends' benchmark configs and runners take from the same options
+    common_cfg: dict[str, Any] = {
+        "workload": workload,
+        "policies": pols,
+        "schedulers": schedulers,
+        "seed": seed,
+        "arrival": arrival,
+        "burst_cv": burst_cv,
+        "balancer": balancer,
+        "call_timeout_s": call_timeout,
+        "log_dir": log_dir,
+        "extra_scheduler_args": list(scheduler_arg or []),
+    }
+    common_run: dict[str, Any] = {
+        "rates": _floats(rates),
+        "loads": _floats(loads) or [0.3, 0.8, 1.2],
+        "nats_url": nats_url,
+        "database_url": database_url,
+        "meta_extra": meta_extra,
+        "partial_path": out / "results.partial.json",
+    }
     if backend == "vllm":
         from autellix.livebench.plain_vllm import VllmEngineSpec
         from autellix.livebench.vllm_suite import VllmBenchConfig
@@ -280,56 +301,16 @@ def live(
                 for k, v in _kv(vllm_opt).items()
             ),
         )
-        vcfg = VllmBenchConfig(
-            workload=workload,
-            policies=pols,
-            spec=spec,
-            schedulers=schedulers,
-            seed=seed,
-            arrival=arrival,
-            burst_cv=burst_cv,
-            balancer=balancer,
-            call_timeout_s=call_timeout,
-            log_dir=log_dir,
-            extra_scheduler_args=list(scheduler_arg or []),
-        )
-        payload = _run_vllm_with_progress(
-            vcfg,
-            wl,
-            rates=_floats(rates),
-            loads=_floats(loads) or [0.3, 0.8, 1.2],
-            nats_url=nats_url,
-            database_url=database_url,
-            meta_extra=meta_extra,
-            partial_path=out / "results.partial.json",
-        )
+        vcfg = VllmBenchConfig(spec=spec, **common_cfg)
+        payload = _run_vllm_with_progress(vcfg, wl, **common_run)
         _write_and_print_vllm(payload, out)
         return
     cfg = LiveConfig(
-        workload=workload,
-        policies=pols,
         timing=_timing(engine_profile, max_batch, step_s, step_per_seq_s, prefill_per_token_s),
         engines=engines,
-        schedulers=schedulers,
-        seed=seed,
-        arrival=arrival,
-        burst_cv=burst_cv,
-        balancer=balancer,
-        call_timeout_s=call_timeout,
-        log_dir=log_dir,
-        extra_scheduler_args=list(scheduler_arg or []),
+        **common_cfg,
     )
-    payload = _run_with_progress(
-        cfg,
-        wl,
-        rates=_floats(rates),
-        loads=_floats(loads) or [0.3, 0.8, 1.2],
-        nats_url=nats_url,
-        database_url=database_url,
-        do_probe=probe,
-        meta_extra=meta_extra,
-        partial_path=out / "results.partial.json",
-    )
+    payload = _run_with_progress(cfg, wl, do_probe=probe, **common_run)
     _write_and_print(payload, out)
 
 
