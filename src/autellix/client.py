@@ -204,9 +204,10 @@ class Client:
         """A program handle; use `async with` to open it and close it (also on error)."""
         return Program(self, program_id, dict(metadata or {}))
 
-    async def _program_request(
-        self, subject: str, body: Any, trace_context: Any = None
-    ) -> ProgramReply:
+    async def _roundtrip(
+        self, subject: str, body: Any, *, call_id: str | None = None, trace_context: Any = None
+    ) -> bytes:
+        """One core NATS request to the frontend; no frontend or no answer raise as call errors."""
         from nats.errors import NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
 
@@ -220,10 +221,17 @@ class Client:
         except NoRespondersError as exc:
             raise CallFailed(_unavailable(subject)) from exc
         except NatsTimeout as exc:
+            message = f"no answer on {subject}"
             raise CallTimeout(
-                CallError(code=ErrorCode.timeout, message=f"no answer on {subject}")
+                CallError(call_id=call_id, code=ErrorCode.timeout, message=message)
             ) from exc
-        reply = CALL_REPLY.validate_json(msg.data)
+        return bytes(msg.data)
+
+    async def _program_request(
+        self, subject: str, body: Any, trace_context: Any = None
+    ) -> ProgramReply:
+        data = await self._roundtrip(subject, body, trace_context=trace_context)
+        reply = CALL_REPLY.validate_json(data)
         if isinstance(reply, CallError):
             raise CallFailed(reply)
         if not isinstance(reply, ProgramReply):
@@ -245,26 +253,12 @@ class Client:
         """Cancel a call by id (or by `program_id` + `client_call_id`). Its caller gets
         `CallError(cancelled)`; an engine running it stops. Safe to repeat: the reply's
         `outcome` says `cancelled`, `already_cancelled`, `already_finished` or `unknown`."""
-        from nats.errors import NoRespondersError
-        from nats.errors import TimeoutError as NatsTimeout
-
         if self._nc is None:
             raise RuntimeError("client is not connected (use `async with Client(...)`)")
         body = CallCancel(
             call_id=call_id, program_id=program_id, client_call_id=client_call_id, reason=reason
         )
-        subject = self.subjects.cancel
-        try:
-            msg = await self._nc.request(subject, encode(body), timeout=self.request_timeout)
-        except NoRespondersError as exc:
-            raise CallFailed(_unavailable(subject)) from exc
-        except NatsTimeout as exc:
-            raise CallTimeout(
-                CallError(
-                    call_id=call_id, code=ErrorCode.timeout, message=f"no answer on {subject}"
-                )
-            ) from exc
-        obj = json.loads(msg.data)
+        obj = json.loads(await self._roundtrip(self.subjects.cancel, body, call_id=call_id))
         if obj.get("type") == "error":
             raise CallFailed(CallError.model_validate(obj))
         return CallCancelReply.model_validate(obj)
