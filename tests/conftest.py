@@ -31,12 +31,15 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+import nats
 import pytest
+import pytest_asyncio
+from svc_stack import Stack, WireRecorder
 
 from autellix.embedded import EmbeddedNats, EmbeddedPostgres, create_database, drop_database
 from autellix.settings import Settings
@@ -199,3 +202,14 @@ def process_group(tmp_path: Path) -> Iterator[ProcessGroup]:
         yield group
     finally:
         group.stop_all(timeout=10.0)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def wire(stack: Stack) -> AsyncIterator[WireRecorder]:
+    """Every reply on the wire for the module's `stack` (each stack test module defines `stack`;
+    a module may define its own `wire`)."""
+    nc = await nats.connect(stack.settings.nats_url)
+    rec = await WireRecorder(nc, stack.subjects).start()
+    yield rec
+    await rec.stop()
+    await nc.close()

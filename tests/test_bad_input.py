@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
 import pytest_asyncio
 from svc_stack import Stack, WireRecorder
@@ -45,15 +44,6 @@ async def stack(
         yield s
     finally:
         await s.stop()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def wire(stack: Stack) -> AsyncIterator[WireRecorder]:
-    nc = await nats.connect(stack.settings.nats_url)
-    rec = await WireRecorder(nc, stack.subjects).start()
-    yield rec
-    await rec.stop()
-    await nc.close()
 
 
 GOOD = {"program_id": "bad-input-prog", "prompt": "hello", "sampling": {"max_tokens": 3}}

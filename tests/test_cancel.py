@@ -74,15 +74,6 @@ async def engine(stack: Stack) -> AsyncIterator[str]:
     yield ENGINE
 
 
-@pytest_asyncio.fixture(scope="module")
-async def wire(stack: Stack) -> AsyncIterator[WireRecorder]:
-    nc = await nats.connect(stack.settings.nats_url)
-    rec = await WireRecorder(nc, stack.subjects).start()
-    yield rec
-    await rec.stop()
-    await nc.close()
-
-
 @pytest_asyncio.fixture
 async def client(stack: Stack) -> AsyncIterator[Client]:
     async with Client(stack.settings.nats_url, namespace=stack.settings.namespace) as c:

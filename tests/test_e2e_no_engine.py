@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
 import pytest_asyncio
 from svc_stack import Stack, WireRecorder, db_fetch
@@ -40,15 +39,6 @@ async def stack(
         yield s
     finally:
         await s.stop()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def wire(stack: Stack) -> AsyncIterator[WireRecorder]:
-    nc = await nats.connect(stack.settings.nats_url)
-    rec = await WireRecorder(nc, stack.subjects).start()
-    yield rec
-    await rec.stop()
-    await nc.close()
 
 
 def _req(i: int) -> CallRequest:

@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 import pytest_asyncio
 from svc_stack import Stack, WireCall, WireRecorder, db_fetch
@@ -59,15 +58,6 @@ async def stack(
         yield s
     finally:
         await s.stop()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def wire(stack: Stack) -> AsyncIterator[WireRecorder]:
-    nc = await nats.connect(stack.settings.nats_url)
-    rec = await WireRecorder(nc, stack.subjects).start()
-    yield rec
-    await rec.stop()
-    await nc.close()
 
 
 def _req(program: str, thread: str, tokens: int, prompt_tokens: int) -> CallRequest:

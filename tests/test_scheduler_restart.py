@@ -14,7 +14,6 @@ import random
 import signal
 from collections.abc import AsyncIterator
 
-import nats
 import pytest
 import pytest_asyncio
 from svc_stack import Stack, WireCall, WireRecorder, db_fetch
@@ -45,15 +44,6 @@ async def stack(
         yield s
     finally:
         await s.stop()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def wire(stack: Stack) -> AsyncIterator[WireRecorder]:
-    nc = await nats.connect(stack.settings.nats_url)
-    rec = await WireRecorder(nc, stack.subjects).start()
-    yield rec
-    await rec.stop()
-    await nc.close()
 
 
 async def _program(wire: WireRecorder, pid: str, n: int, rng: random.Random) -> list[WireCall]:
