@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from autellix.aio import get_within
 from autellix.client import CallFailed
 from autellix.protocol import (
     CALL_REPLY,
@@ -232,7 +233,7 @@ class CallRun:
             try:
                 if wait <= 0:
                     raise TimeoutError
-                reply = await asyncio.wait_for(self.queue.get(), wait)
+                reply = await get_within(self.queue, wait)
             except TimeoutError:
                 self.ended = True  # the call may still finish: not cancelled (see message)
                 raise CallFailed(

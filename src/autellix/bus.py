@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js.errors import BadRequestError, NotFoundError
 
+from autellix.aio import get_within
 from autellix.protocol import Subjects
 
 DUPLICATE_WINDOW_S = 120.0
@@ -263,7 +264,7 @@ class PullConsumer:
     async def next(self, wait_s: float | None = None) -> Msg | None:
         """The next message, or None after `wait_s` seconds."""
         try:
-            return await asyncio.wait_for(self._queue.get(), wait_s)
+            return await get_within(self._queue, wait_s)
         except TimeoutError:
             return None
 

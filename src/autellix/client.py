@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autellix import telemetry
+from autellix.aio import get_within
 from autellix.protocol import (
     CALL_REPLY,
     CallAccepted,
@@ -307,7 +308,7 @@ class Client:
         deadline = time.monotonic() + self.request_timeout
         while (wait := deadline - time.monotonic()) > 0:
             try:
-                msg = await asyncio.wait_for(pending.queue.get(), wait)
+                msg = await get_within(pending.queue, wait)
             except TimeoutError:
                 return None
             try:
@@ -366,7 +367,7 @@ class Client:
                         )
                     )
                 try:
-                    msg = await asyncio.wait_for(pending.queue.get(), wait)
+                    msg = await get_within(pending.queue, wait)
                 except TimeoutError:
                     continue
                 if msg.headers and msg.headers.get("Status") == "503":
