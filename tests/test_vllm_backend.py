@@ -24,6 +24,7 @@ from autellix.services.engine.backends.base import (
     TokenChunk,
 )
 from autellix.services.engine.backends.vllm import VllmBackend, VllmBackendConfig, create
+from autellix.services.engine.local import backend_priority
 from autellix.tinymodel import PRESETS, make_preset, make_tiny_llama
 
 pytestmark = pytest.mark.vllm
@@ -178,6 +179,42 @@ async def test_abort_mid_stream_frees_the_slot(backend: VllmBackend) -> None:
         assert len(await asyncio.wait_for(u, 30)) == 5
         assert first[0] - t0 < 2.0, f"slot freed too slowly: {first[0] - t0:.2f}s"
         await _wait_for(lambda: backend.stats().running == MAX_SEQS - 1)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await _wait_for(lambda: backend.stats().running == 0)
+
+
+async def test_resident_calls_refill_in_rank_order_inside_a_level(backend: VllmBackend) -> None:
+    """Two calls of one level wait in vLLM's own queue (the engine's `queue_ahead`); the one the
+    scheduler ranked first inside the level (lower tiebreak) takes the freed slot, although it
+    reached vLLM second. With the level alone as vLLM's priority, arrival order won."""
+    rng = random.Random(5)
+    counts = [0] * MAX_SEQS
+    started: list[str] = []
+
+    async def run(name: str, n: int, priority: int, i: int | None = None) -> None:
+        req = GenerationRequest(name, _prompt(rng, 20), n, ignore_eos=True, priority=priority)
+        async with contextlib.aclosing(backend.generate(req)) as gen:
+            async for chunk in gen:
+                if i is not None:
+                    counts[i] += len(chunk.token_ids)
+                elif chunk.token_ids and name not in started:
+                    started.append(name)
+
+    low = backend_priority(0, 1.0)
+    tasks = [asyncio.create_task(run(f"hold{i}", 900, low, i)) for i in range(MAX_SEQS)]
+    try:
+        await _wait_for(lambda: all(counts))
+        later = asyncio.create_task(run("ranked-second", 600, backend_priority(1, 50.0)))
+        await _wait_for(lambda: backend.stats().waiting == 1)
+        first = asyncio.create_task(run("ranked-first", 600, backend_priority(1, 10.0)))
+        await _wait_for(lambda: backend.stats().waiting == 2)
+        tasks += [later, first]
+        tasks[0].cancel()
+        await _wait_for(lambda: bool(started), 30)
+        assert started == ["ranked-first"]
     finally:
         for t in tasks:
             t.cancel()

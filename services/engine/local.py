@@ -24,6 +24,23 @@ from autellix.services.engine.textout import OutputText
 
 _seq = itertools.count()
 
+# Backend priorities are `level * _LEVEL_SPAN + tiebreak in ms`: tiebreaks (epoch seconds or
+# service units) stay below 10**12 ms for centuries, levels below ~9,000 fit in an int64.
+_LEVEL_SPAN = 10**15
+
+
+def backend_priority(level: int, tiebreak: float) -> int:
+    """The rank key `(level, tiebreak)` as one int, lower first, for a backend's own queue.
+
+    Why not the level alone: vLLM orders its waiting requests by `(priority, arrival)`, and with
+    calls resident in that queue (`queue_ahead`) it refills a freed slot from them. With the
+    level alone it took them in the order they reached vLLM, not in the order the scheduler
+    ranked them inside the level (program arrival, or attained service with
+    `--within-level service`), so the engine's exact order was lost for the resident calls.
+    """
+    ms = min(max(round(tiebreak * 1000.0), 0), _LEVEL_SPAN - 1)
+    return max(level, 0) * _LEVEL_SPAN + ms
+
 
 @dataclass(eq=False)
 class EngineCall:
@@ -69,6 +86,11 @@ class EngineCall:
     def key(self) -> tuple[float, float, int]:
         """Rank key, lower first (see module docstring)."""
         return (self.level, self.tiebreak, self.seq)
+
+    @property
+    def backend_priority(self) -> int:
+        """Its rank key for the backend's own queue (see `backend_priority`)."""
+        return backend_priority(self.level, self.tiebreak)
 
     @property
     def service(self) -> float:

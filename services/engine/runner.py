@@ -343,7 +343,7 @@ class EngineRunner:
                 seed=sp.seed,
                 stop_token_ids=list(sp.stop_token_ids),
                 ignore_eos=sp.ignore_eos,
-                priority=call.level,
+                priority=call.backend_priority,
             )
             t0 = call.run_started = time.monotonic()
             call.gen_task = asyncio.create_task(self._generate(call, gen))

@@ -35,7 +35,7 @@ class GenerationRequest:
     seed: int | None = None
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
-    priority: int = 0  # MLFQ level, lower runs first; a hint for the backend's own queue
+    priority: int = 0  # rank (level, then order in it), lower first: the backend's own queue order
 
 
 @dataclass(frozen=True, slots=True)

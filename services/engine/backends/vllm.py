@@ -5,15 +5,17 @@ Why it is shaped like this:
 * **We own scheduling.** vLLM V1 preempts only under KV-cache pressure, never because a better
   request waits at a full batch (vllm-project/vllm#40004), so the engine service admits at most
   `max_batch` requests and preempts by cancelling a stream. This backend only generates: it passes
-  the service's MLFQ level as vLLM's `priority` (with `scheduling_policy="priority"`) so that, when
-  the KV cache does run out, vLLM evicts the least important request.
+  the service's rank (MLFQ level, then the order inside it) as vLLM's `priority` (with
+  `scheduling_policy="priority"`) so that, when the KV cache does run out, vLLM evicts the least
+  important request.
 * **Refilling slots without a gap** (`queue_ahead`, off by default). With exactly `max_num_seqs`
   requests in vLLM, a slot freed by a finished call stays empty until the service has recorded
   the finish and started the next call (two Postgres round trips and a step). `queue_ahead=k`
   makes this backend report `max_batch = max_num_seqs + k`, so the service keeps up to k more
-  calls resident in vLLM's own waiting queue, ordered by `priority` (= level); vLLM refills a
-  freed slot from them in the same step (the paper's "few extra calls resident to refill
-  slots"). They are preemptible like running calls, at no cost (nothing computed yet).
+  calls resident in vLLM's own waiting queue, ordered by `priority` (the full rank key, not the
+  level alone, so the order inside a level survives); vLLM refills a freed slot from them in the
+  same step (the paper's "few extra calls resident to refill slots"). They are preemptible like
+  running calls, at no cost (nothing computed yet).
 * **Preemption = abort + continuation.** Cancelling the iterator (task.cancel or `aclose`) makes
   vLLM's own `generate()` abort the request, which frees its batch slot within one engine step
   (measured: ~20-45 ms on this CPU). The service resumes with prompt + tokens so far; prefix caching
