@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -110,3 +114,215 @@ def test_streamed_text_is_the_final_text_and_never_holds_a_stop(
         assert final == text[: min(text[:done].find(s) for s in stops if s in text[:done])]
     else:
         assert not stopped and final == text and sent == len(toks)
+
+
+# ---------------------------------------------------------------- incremental == whole-prefix
+# The reference: the whole-prefix algorithm textout.py used before it became incremental (a copy
+# kept here on purpose: the property below says the new code returns exactly what it did).
+
+
+class WholePrefixOutputText:
+    """The old O(n^2) algorithm: every prefix's text is a fresh `detokenize(tokens[:k])`."""
+
+    def __init__(self, detokenize: Callable[[list[int]], str | None], stops: list[str]) -> None:
+        self.detokenize = detokenize
+        self.stops = tuple(s for s in stops if s)
+        self._holdback = max((len(s) for s in self.stops), default=1) - 1
+        self.stop_tokens: int | None = None
+        self.stop_text: str | None = None
+        self._searched = self._checked = 0
+        self._delta_end: tuple[int, str] = (0, "")
+
+    def text(self, tokens: Sequence[int], n: int | None = None) -> str | None:
+        return self.detokenize(list(tokens[: len(tokens) if n is None else n]))
+
+    def check(self, tokens: Sequence[int]) -> bool:
+        if self.stop_tokens is not None:
+            return True
+        if not self.stops:
+            return False
+        for k in range(self._checked + 1, len(tokens) + 1):
+            full = self.text(tokens, k)
+            if full is None:
+                return False
+            start = max(0, self._searched - self._holdback)
+            hits = [i for i in (full.find(s, start) for s in self.stops) if i >= 0]
+            if hits:
+                self.stop_text, self.stop_tokens = full[: min(hits)], k
+                return True
+            self._searched, self._checked = len(full), k
+        return False
+
+    def releasable(self, tokens: Sequence[int]) -> int:
+        n = len(tokens)
+        if self.stop_tokens is not None:
+            return self.stop_tokens
+        if not self.stops or self._holdback == 0:
+            return n
+        full = self.text(tokens)
+        if full is None:
+            return n
+        limit = len(full) - self._holdback
+        k = n
+        while k > 0 and len(self.text(tokens, k) or "") > limit:
+            k -= 1
+        return k
+
+    def delta(self, tokens: Sequence[int], start: int, end: int) -> str | None:
+        full = self.text(tokens, end)
+        if full is None:
+            return None
+        if start == self._delta_end[0]:
+            before = self._delta_end[1]
+        else:
+            before = self.text(tokens, start) or ""
+        self._delta_end = (end, full)
+        after = full
+        if self.stop_text is not None and end >= (self.stop_tokens or 0):
+            after = self.stop_text
+        return after[len(before) :]
+
+    def final(self, tokens: Sequence[int]) -> str | None:
+        if self.stop_text is not None:
+            return self.stop_text
+        return self.text(tokens)
+
+
+SP_VOCAB = ["▁a", "b", "▁", "▁c", "d", "", "▁b"]  # "" decodes to nothing (a skipped special)
+
+
+def sentencepiece(ids: list[int]) -> str:
+    """SentencePiece-like: "▁" is a space, and the text's leading space is dropped."""
+    s = "".join(SP_VOCAB[i] for i in ids).replace("▁", " ")
+    return s[1:] if s.startswith(" ") else s
+
+
+BYTE_VOCAB = [b"a", b" ", b"\xc3", b"\xa9", b"\xc3\xa9", b"\xe2\x82", b"\xac", b"\xf0\x9f"]
+BYTE_VOCAB += [b"\x98\x80", b"a\xc3", b"\xa9b", b""]  # é = c3 a9, € = e2 82 ac, 😀 = f09f9880
+
+
+def byte_level(ids: list[int]) -> str:
+    """Byte-level BPE-like: a character may span tokens; an incomplete one decodes to U+FFFD,
+    so a prefix's text is NOT always a prefix of the next one's."""
+    return b"".join(BYTE_VOCAB[i] for i in ids).decode("utf-8", errors="replace")
+
+
+CLEAN_VOCAB = ["a", " ", ".", "b", "<"]
+
+
+def cleanup(ids: list[int]) -> str:
+    """NOT prefix-stable, like HF's clean_up_tokenization_spaces: " ." becomes "." once the "."
+    arrives, and " <" deletes the space before it (a prefix's text may even get shorter)."""
+    return "".join(CLEAN_VOCAB[i] for i in ids).replace(" .", ".").replace(" <", "")
+
+
+# (tokenizer, vocabulary size, characters that stop strings are made of)
+TOKENIZERS: dict[str, tuple[Callable[[list[int]], str], int, str]] = {
+    "chars": (chars, len(ALPHABET), ALPHABET),
+    "words": (words, 12, " w0123456789"),
+    "sentencepiece": (sentencepiece, len(SP_VOCAB), "abcd "),
+    "byte_level": (byte_level, len(BYTE_VOCAB), "a bé€😀\ufffd"),
+    "cleanup": (cleanup, len(CLEAN_VOCAB), "a .b<"),
+}
+
+
+def drive(out: Any, toks: list[int], chunks: list[int], flushes: list[bool]) -> list[object]:
+    """Feed `toks` as the runner does (chunks of new tokens; check; flush now and then; after a
+    stop cut the tokens and flush the rest) and log every answer."""
+    log: list[object] = []
+    tokens: list[int] = []
+    sent = i = 0
+    for size, flush in zip(chunks, flushes, strict=False):
+        if i >= len(toks):
+            break
+        tokens.extend(toks[i : i + size])
+        i += size
+        stopped = out.check(tokens)
+        log.append(("check", stopped, out.stop_tokens, out.stop_text))
+        if stopped:
+            del tokens[out.stop_tokens :]
+            break
+        if flush:
+            upto = out.releasable(tokens)
+            log.append(("releasable", upto))
+            if upto > sent:
+                log.append(("delta", sent, upto, out.delta(tokens, sent, upto)))
+                sent = upto
+    if sent < len(tokens):
+        log.append(("delta", sent, len(tokens), out.delta(tokens, sent, len(tokens))))
+    log.append(("final", out.final(tokens)))
+    log.extend(("text", n, out.text(tokens, n)) for n in (0, len(tokens) // 2, None))
+    return log
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), name=st.sampled_from(sorted(TOKENIZERS)))
+def test_incremental_equals_whole_prefix_decoding(data: st.DataObject, name: str) -> None:
+    tok, vocab, alphabet = TOKENIZERS[name]
+    toks = data.draw(st.lists(st.integers(0, vocab - 1), max_size=60), label="tokens")
+    stops = data.draw(
+        st.lists(st.text(alphabet=alphabet, min_size=1, max_size=5), max_size=3), label="stops"
+    )
+    chunks = data.draw(st.lists(st.integers(1, 4), min_size=60, max_size=60), label="chunks")
+    flushes = data.draw(st.lists(st.booleans(), min_size=60, max_size=60), label="flushes")
+    new = drive(OutputText(tok, stops), toks, chunks, flushes)
+    old = drive(WholePrefixOutputText(tok, stops), toks, chunks, flushes)
+    assert new == old
+
+
+def test_long_byte_level_output_matches_whole_prefix() -> None:
+    """Past the window's size, with characters split over tokens all along the output."""
+    rng = random.Random(7)
+    toks = [rng.randrange(len(BYTE_VOCAB)) for _ in range(400)]
+    flushes = [rng.random() < 0.3 for _ in range(400)]
+    for stops in ([], ["€ a"], ["zz"]):
+        new = drive(OutputText(byte_level, stops), toks, [1] * 400, flushes)
+        old = drive(WholePrefixOutputText(byte_level, stops), toks, [1] * 400, flushes)
+        assert new == old
+
+
+class Counting:
+    """A tokenizer that counts the tokens it decodes (the work detokenization costs)."""
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self.decode, self.tokens, self.calls = decode, 0, 0
+
+    def __call__(self, ids: list[int]) -> str:
+        self.tokens += len(ids)
+        self.calls += 1
+        return self.decode(ids)
+
+
+def decoded_per_token(out_cls: Any, n: int) -> float:
+    """Stream `n` word tokens with a stop string that completes at the very end, flushing every 16
+    tokens as the runner's delta_max_tokens does; tokens decoded per output token."""
+    counter = Counting(words)
+    out = out_cls(counter, ["w7 w7 w7"])  # a holdback of 7 characters
+    toks = [i % 7 for i in range(n - 3)] + [7, 7, 7]
+    chunks, flushes = [1] * n, [(k + 1) % 16 == 0 for k in range(n)]
+    log = drive(out, toks, chunks, flushes)
+    assert log[-4] == ("final", words(toks[: n - 3]) + " ")
+    return counter.tokens / n
+
+
+def test_detokenization_work_is_linear_in_the_output() -> None:
+    assert decoded_per_token(OutputText, 4000) < 50  # ~10 here; the old code needs ~2,000
+    assert decoded_per_token(WholePrefixOutputText, 500) > 50  # the bound means something
+
+
+def test_a_text_that_gets_shorter_still_releases_the_largest_prefix() -> None:
+    """Prefix lengths 0,1,2,1,2 ("a", "a ", "a" once " <" deletes the space, "aa"): the largest
+    prefix no longer than the limit is found even though the lengths are not sorted."""
+    toks = [0, 1, 4, 0]  # "a", " ", "<", "a"
+    new, old = OutputText(cleanup, ["bb"]), WholePrefixOutputText(cleanup, ["bb"])
+    assert not new.check(toks) and not old.check(toks)
+    assert new.releasable(toks) == old.releasable(toks) == 3
+
+
+def test_a_window_that_decodes_to_nothing_is_not_trusted() -> None:
+    """Tokens that decode to nothing (skipped specials) right before a word start: a window of
+    only those would lose the word's leading space."""
+    toks = [0] * 12 + [5] * 4 + [3]  # "▁a" x 12, "" x 4, "▁c"
+    out = OutputText(sentencepiece, ["zz"])
+    assert not out.check(toks)
+    assert out.final(toks) == sentencepiece(toks) == "a" + " a" * 11 + " c"
