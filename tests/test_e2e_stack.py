@@ -271,3 +271,23 @@ async def test_stop_strings_end_the_call_and_never_reach_the_stream(wire: WireRe
     assert "".join(d.text or "" for d in deltas) == final.text
     assert stopped.streamed_tokens() == tokens[:keep]
     assert all(stop not in (d.text or "") for d in deltas)
+
+
+async def test_unstreamed_call_gets_only_its_final(wire: WireRecorder) -> None:
+    """`stream=False` (what `Client.call` and non-streamed HTTP requests send): no TokenDelta on
+    the wire, and the final alone carries every token id and the text."""
+
+    def req(stream: bool) -> CallRequest:
+        return CallRequest(
+            program_id=f"unstreamed-{stream}",
+            prompt="tell me everything " * 3,
+            sampling=SamplingParams(max_tokens=40),
+            stream=stream,
+        )
+
+    streamed, quiet = await asyncio.gather(wire.run(req(True)), wire.run(req(False)))
+    assert any(isinstance(m, TokenDelta) for m in streamed.messages)
+    assert [type(m) for m in quiet.messages] == [CallAccepted, CallFinal]
+    assert quiet.final.token_ids is not None and len(quiet.final.token_ids) == 40
+    assert quiet.final.usage.completion_tokens == 40
+    assert quiet.final.text and len(quiet.final.text.split()) == 40  # the sim's word tokenizer

@@ -475,6 +475,11 @@ class EngineRunner:
         upto = len(call.tokens) if final else out.releasable(call.tokens)
         if upto <= call.sent:
             return
+        if not call.dispatch.request.stream:
+            # nobody reads deltas: the tokens count as released (progress and preemption save
+            # `tokens[:sent]`), the final carries them all
+            call.sent = upto
+            return
         new = call.tokens[call.sent : upto]
         delta = TokenDelta(
             call_id=call.call_id,
@@ -524,7 +529,9 @@ class EngineRunner:
             call_id=call.call_id,
             program_id=row.program_id,
             finish_reason=finish_reason,  # type: ignore[arg-type]
-            token_ids=call.tokens if self.cfg.final_token_ids else None,
+            token_ids=call.tokens
+            if self.cfg.final_token_ids or not call.dispatch.request.stream
+            else None,
             text=self._text(call).final(call.tokens),
             usage=Usage(
                 prompt_tokens=len(call.prompt_ids),

@@ -488,6 +488,7 @@ def build_call(
         ids["program_id"] = new_program_id()
     obj: dict[str, Any] = {k: v for k, v in ids.items() if v is not None}
     obj["model"] = body.model
+    obj["stream"] = bool(body.stream)  # a non-streamed answer needs no token deltas
     if body.metadata:
         obj["metadata"] = dict(body.metadata)
     if isinstance(body, oa.ChatCompletionRequest):

@@ -435,6 +435,10 @@ class Client:
         *,
         trace_context: Any = None,
     ) -> CallResult:
+        """Make one call and wait for its result. It is sent with `stream=False`: nothing here
+        reads token deltas, so the engine sends none and the final carries every token."""
+        if request.stream:
+            request = request.model_copy(update={"stream": False})
         result: CallResult | None = None
         async for item in self.submit(request, timeout, trace_context=trace_context):
             if isinstance(item, CallResult):

@@ -146,6 +146,11 @@ class CallRequest(_Msg):
     )
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
+    stream: bool = Field(
+        default=True,
+        description="send TokenDeltas as tokens come; false: only the CallFinal, which then "
+        "always carries every token id (saves a message per delta on the engine, NATS and you)",
+    )
 
     @model_validator(mode="after")
     def _one_prompt(self) -> CallRequest:
