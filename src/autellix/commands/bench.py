@@ -218,6 +218,12 @@ def live(
     nice: Annotated[
         int | None, typer.Option(help="vllm: renice vLLM's processes in every run (< 0: root).")
     ] = None,
+    pin_model_core: Annotated[
+        bool,
+        typer.Option(
+            help="vllm on CPU: run everything but vLLM's model worker off its core (both sides)."
+        ),
+    ] = False,
     model_dir: Annotated[
         Path | None, typer.Option(help="vllm: where dummy presets are written.")
     ] = None,
@@ -296,6 +302,7 @@ def live(
             model_dir=str(model_dir) if model_dir else None,
             queue_ahead=queue_ahead,
             nice=nice,
+            pin_model_core=pin_model_core,
             options=tuple(
                 (k, str(v).lower() if isinstance(v, bool) else str(v))
                 for k, v in _kv(vllm_opt).items()

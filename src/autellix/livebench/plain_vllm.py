@@ -82,6 +82,8 @@ class VllmEngineSpec:
     # freed slot is refilled in the same step (plain vLLM queues everything there anyway)
     queue_ahead: int = 0
     nice: int | None = None  # renice vLLM's processes (both sides): a dedicated "device" core
+    # benchmark runs: everything but vLLM's model worker off its core, both sides (cpupin.py)
+    pin_model_core: bool = False
     options: tuple[tuple[str, str], ...] = ()
     delta_interval_s: float = 0.1  # engine service: token deltas per call at most every 0.1 s
     extra_args: tuple[str, ...] = ()  # more engine-service flags

@@ -39,6 +39,7 @@ from typing import Any
 
 from autellix.driver import ProgramRun
 from autellix.livebench.compare import SATURATION_FACTOR
+from autellix.livebench.cpupin import ModelCorePin
 from autellix.livebench.live import LiveConfig, live_run
 from autellix.livebench.plain_vllm import (
     PLAIN_POLICIES,
@@ -276,6 +277,39 @@ async def vllm_run(
 ) -> dict[str, Any]:
     """One (policy, rate) run on a fresh engine; one results.json record."""
     load_start = _load()
+    pin = ModelCorePin() if cfg.spec.pin_model_core else None
+    pinned: dict[str, Any] = {}
+    if pin is not None:
+        started = on_started
+
+        def on_started() -> None:  # the engine (and its model worker) is up: pin, then go
+            pinned.update(pin.apply())
+            if started is not None:
+                started()
+
+    try:
+        rec = await _one_run(infra, cfg, programs, policy, rate, on_program, on_started)
+    finally:
+        if pin is not None:
+            pin.restore()
+    if pin is not None:
+        rec["cpu_pin"] = pinned
+    rec["load_avg_start"], rec["load_avg_end"] = load_start, _load()
+    rec["cpu_contended"] = max(load_start, rec["load_avg_end"]) > (os.cpu_count() or 1)
+    rec.pop("sim_policy", None)  # no simulator model of a real vLLM engine: no prediction
+    return _label(rec, cfg.spec, is_plain(policy))
+
+
+async def _one_run(
+    infra: Infra,
+    cfg: VllmBenchConfig,
+    programs: list[Any],
+    policy: str,
+    rate: float,
+    on_program: Callable[[ProgramRun], None] | None,
+    on_started: Callable[[], None] | None,
+) -> dict[str, Any]:
+    """The run itself: plain vLLM in this process, or the Autellix stack."""
     if is_plain(policy):
         runs, stats = await run_plain_vllm(
             policy,
@@ -306,10 +340,7 @@ async def vllm_run(
                 on_program=on_program,
                 on_started=on_started,
             )
-    rec["load_avg_start"], rec["load_avg_end"] = load_start, _load()
-    rec["cpu_contended"] = max(load_start, rec["load_avg_end"]) > (os.cpu_count() or 1)
-    rec.pop("sim_policy", None)  # no simulator model of a real vLLM engine: no prediction
-    return _label(rec, cfg.spec, is_plain(policy))
+    return rec
 
 
 async def run_vllm_bench(
@@ -559,7 +590,12 @@ def markdown(payload: dict[str, Any]) -> str:
         f"max model length {eng.get('max_model_len')}, KV {eng.get('kv_cache_gib')} GiB, "
         f"prefix caching on for every policy; Autellix engine `queue_ahead` "
         f"{eng.get('queue_ahead', 0)}"
-        + (f"; vLLM processes at nice {eng['nice']}." if eng.get("nice") is not None else "."),
+        + (f"; vLLM processes at nice {eng['nice']}" if eng.get("nice") is not None else "")
+        + (
+            "; everything but vLLM's model worker kept off its core (`--pin-model-core`)."
+            if eng.get("pin_model_core")
+            else "."
+        ),
         "",
         f"- plain vLLM (`vllm-fcfs`, `vllm-priority`): {PLAIN_SYSTEM}",
         f"- Autellix (every other policy): {AUTELLIX_SYSTEM}",
