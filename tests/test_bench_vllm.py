@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,7 @@ def test_bench_live_vllm_end_to_end(tmp_path: Path, nats_url: str, pg_admin_url:
         "--max-batch", "2",
         "--max-model-len", "2048",
         "--kv-cache-gib", "0.0625",
+        "--pin-model-core",
         "--workload", "sharegpt",
         "--policies", "vllm-fcfs,plas",
         "--programs", str(PROGRAMS),
@@ -189,7 +191,15 @@ def test_bench_live_vllm_end_to_end(tmp_path: Path, nats_url: str, pg_admin_url:
         assert r["real_vllm_engine"] is True and r["backend"] == "vllm"
         assert r["model"] == "dummy:tiny" and r["dummy_weights"] is True
         assert "REAL vLLM engine" in r["engines_label"] and "dummy weights" in r["engines_label"]
+        # the engine's own counters came back (in-process for plain vLLM, from the Autellix
+        # engine's heartbeats), and the run had the model's core to itself where it could
+        (work,) = r["engine_work"].values()
+        assert work["generated_tokens"] >= expected_tokens and work["steps"] > 0
+        assert work["step_ms"] > 0 and work["mean_batch"] >= 1.0
+        if len(os.sched_getaffinity(0)) > 1:
+            assert r["cpu_pin"]["model_cpus"] and r["cpu_pin"]["moved_threads"] > 0, r["cpu_pin"]
     plain, autellix = payload["runs"]
+    assert plain["engine_work"]["vllm"]["generated_tokens"] == expected_tokens
     assert plain["plain_vllm"] is True and "plain vLLM" in plain["engines_label"]
     assert autellix["plain_vllm"] is False and autellix["engines_label"].startswith("Autellix")
     assert autellix["policy_applied"] is True and autellix["db"]["calls"] == expected_calls

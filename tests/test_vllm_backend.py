@@ -288,6 +288,8 @@ async def test_stats_show_load_and_prefix_hits(backend: VllmBackend) -> None:
     rng = random.Random(5)
     prompt = _prompt(rng, 256)
     seen: list[tuple[int, float]] = []
+    before = backend.stats().work
+    assert before is not None
 
     async def watch() -> None:
         while True:
@@ -310,6 +312,18 @@ async def test_stats_show_load_and_prefix_hits(backend: VllmBackend) -> None:
     s = backend.stats()
     assert s.running == 0 and s.waiting == 0
     assert s.prefix_cache_hit_rate is not None and s.prefix_cache_hit_rate > 0
+    # the work counters: 90 tokens decoded over >= 30 steps, 768 prompt tokens scheduled (two
+    # of the three prompts mostly from the prefix cache), several calls per step, step time > 0
+    w = s.work
+    assert w is not None
+    assert w.generated_tokens - before.generated_tokens == 90
+    assert w.steps - before.steps >= 30
+    assert w.prompt_tokens - before.prompt_tokens == 3 * 256
+    assert w.cached_prompt_tokens > before.cached_prompt_tokens
+    assert w.running_sum - before.running_sum > w.steps - before.steps  # > 1 call per step
+    assert w.busy_s > before.busy_s
+    summary = w.summary()
+    assert summary["step_ms"] > 0 and 1.0 <= summary["mean_batch"] <= MAX_SEQS
 
 
 def test_tiny_llama_config(tmp_path: Path) -> None:

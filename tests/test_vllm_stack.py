@@ -310,6 +310,10 @@ async def test_engine_queues_calls_and_vllm_never_holds_more_than_the_batch(
     assert any(h.waiting > 0 and sum(h.queue_depths) == h.waiting for h in busy)
     assert any(h.kv_cache_usage > 0 for h in busy)
     assert mine[-1].prefix_cache_hit_rate is not None
+    work = [h.work for h in mine]
+    assert all(w is not None for w in work)
+    assert work[-1].generated_tokens > work[0].generated_tokens  # cumulative, counting
+    assert work[-1].steps > work[0].steps and work[-1].busy_s > 0
 
 
 async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(

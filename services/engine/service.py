@@ -242,6 +242,7 @@ class EngineService:
             at=datetime.now(UTC),
             draining=self.draining,
             prefix_cache_hit_rate=stats.prefix_cache_hit_rate,
+            work=stats.work,
         )
 
     async def _heartbeat_once(self) -> None:

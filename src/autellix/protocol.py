@@ -391,6 +391,34 @@ class Control(_Msg):
     )
 
 
+class EngineWork(_Msg):
+    """What an engine's backend has done since it started (cumulative counters, from the
+    backend's own per-step statistics; the vLLM backend fills them). Why in heartbeats: whether a
+    policy is slower because the engine ran slower steps, ran fewer calls per step, or had more
+    prompt tokens to compute is otherwise invisible from outside the engine."""
+
+    steps: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0  # scheduled for prefill, cached ones included
+    cached_prompt_tokens: int = 0  # of those, prefix-cache hits
+    busy_s: float = Field(default=0.0, description="time spent in steps with calls running")
+    running_sum: int = Field(default=0, description="calls running, summed over steps")
+    idle_slot_steps: int = Field(
+        default=0, description="steps with a free batch slot and nothing waiting in the backend"
+    )
+
+    def summary(self) -> dict[str, float | int]:
+        """The counters plus what one compares across runs (per step, per batch)."""
+        steps = max(1, self.steps)
+        return {
+            **self.model_dump(),
+            "step_ms": 1000.0 * self.busy_s / steps,
+            "mean_batch": self.running_sum / steps,
+            "idle_slot_fraction": self.idle_slot_steps / steps,
+            "computed_prompt_tokens": self.prompt_tokens - self.cached_prompt_tokens,
+        }
+
+
 class EngineHeartbeat(_Msg):
     type: Literal["heartbeat"] = "heartbeat"
     engine_id: str
@@ -406,6 +434,9 @@ class EngineHeartbeat(_Msg):
         default=False, description="shutting down: finishing its calls, send it no new ones"
     )
     prefix_cache_hit_rate: float | None = None
+    work: EngineWork | None = Field(
+        default=None, description="cumulative work since start (backends that count it)"
+    )
 
 
 class CallProgress(_Msg):

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from autellix.protocol import EngineWork
+
 
 class BackendError(Exception):
     """A request the backend cannot serve; `code` is a protocol error code (prompt_too_long...)."""
@@ -55,6 +57,7 @@ class BackendStats:
     waiting: int
     kv_cache_usage: float  # 0..1
     prefix_cache_hit_rate: float | None = None
+    work: EngineWork | None = None  # cumulative, for backends that count their steps
 
 
 @runtime_checkable

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from autellix.protocol import EngineWork
 from autellix.services.engine.backends.base import (
     BackendError,
     BackendStats,
@@ -153,6 +154,8 @@ class SimulatedBackend:
         self._task: asyncio.Task[None] | None = None
         self._cache = _PrefixCache(self.config.cache_tokens)
         self.steps = 0
+        self._work = EngineWork()  # cumulative counters (heartbeats; see EngineWork)
+        self._last_end: float | None = None
 
     # ----- lifecycle
 
@@ -193,6 +196,7 @@ class SimulatedBackend:
             waiting=len(active) - running,
             kv_cache_usage=min(1.0, used / max(1, self.config.kv_capacity_tokens)),
             prefix_cache_hit_rate=self._cache.hit_rate(),
+            work=self._work,
         )
 
     # ----- generation
@@ -269,10 +273,11 @@ class SimulatedBackend:
             batch = [s for s in self._seqs if not s.done][: self.max_batch]
             if not batch:
                 self._wake.clear()
-                self._next_at = None
+                self._next_at = self._last_end = None
                 await self._wake.wait()
                 continue
-            new_prefill = sum(s.uncached for s in batch if not s.started)
+            new = [s for s in batch if not s.started]
+            new_prefill = sum(s.uncached for s in new)
             step = (
                 cfg.token_latency_s
                 + cfg.step_per_seq_s * len(batch)
@@ -282,6 +287,20 @@ class SimulatedBackend:
                 s.started = True
             await self._pace(step)
             self.steps += 1
+            # a step's real length: from the previous step's end (back to back) to this one's
+            end = time.monotonic()
+            took = step if self._last_end is None else end - self._last_end
+            self._last_end = end
+            w = self._work
+            self._work = EngineWork(  # what the step really took, next to what it modelled
+                steps=w.steps + 1,
+                generated_tokens=w.generated_tokens + sum(1 for s in batch if not s.done),
+                prompt_tokens=w.prompt_tokens + sum(s.uncached + s.cached for s in new),
+                cached_prompt_tokens=w.cached_prompt_tokens + sum(s.cached for s in new),
+                busy_s=w.busy_s + took,
+                running_sum=w.running_sum + len(batch),
+                idle_slot_steps=w.idle_slot_steps + int(len(batch) < self.max_batch),
+            )
             for s in batch:
                 if s.done:
                     continue

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autellix.protocol import EngineWork
 from autellix.services.engine.backends.base import (
     BackendError,
     BackendStats,
@@ -167,6 +168,12 @@ def _coerce(key: str, value: str) -> Any:
     return value
 
 
+def _cached_prompt_tokens(iteration: Any) -> int:
+    """Prompt tokens of one step served from the prefix cache (vLLM's `PromptTokenStats`)."""
+    stats = getattr(iteration, "prompt_token_stats", None)
+    return int(getattr(stats, "cached_tokens", 0) or 0)
+
+
 class _StatsRecorder:
     """Latest scheduler figures, fed by vLLM's stat-logger hook on every engine step."""
 
@@ -177,6 +184,31 @@ class _StatsRecorder:
         self.prefix_queries = 0  # prompt tokens looked up in the prefix cache
         self.prefix_hits = 0
         self.updated = 0.0
+        self.max_seqs = 0  # the batch limit (idle-slot steps)
+        self.work = EngineWork()  # cumulative; replaced (frozen model) on every step
+        self._last_step: float | None = None  # engine-side timestamp of the previous step
+        self._last_running = 0
+
+    def step(self, running: int, waiting: int, iteration: Any) -> None:
+        """Fold one engine step into the counters. A step's time is the gap since the previous
+        step's timestamp when calls were running then (gaps over a second are idle time)."""
+        w = self.work
+        busy = w.busy_s
+        if iteration is None:
+            return
+        t = float(iteration.iteration_timestamp)
+        if self._last_step is not None and self._last_running > 0 and t - self._last_step < 1.0:
+            busy += max(0.0, t - self._last_step)
+        self._last_step, self._last_running = t, running
+        self.work = EngineWork(
+            steps=w.steps + 1,
+            generated_tokens=w.generated_tokens + int(iteration.num_generation_tokens),
+            prompt_tokens=w.prompt_tokens + int(iteration.num_prompt_tokens),
+            cached_prompt_tokens=w.cached_prompt_tokens + _cached_prompt_tokens(iteration),
+            busy_s=busy,
+            running_sum=w.running_sum + running,
+            idle_slot_steps=w.idle_slot_steps + int(running < self.max_seqs and waiting == 0),
+        )
 
     def factory(self) -> Any:
         from vllm.v1.metrics.loggers import StatLoggerBase
@@ -204,6 +236,7 @@ class _StatsRecorder:
                     recorder.prefix_queries += pc.queries
                     recorder.prefix_hits += pc.hits
                 recorder.updated = time.monotonic()
+                recorder.step(recorder.running, recorder.waiting, iteration_stats)
 
             def log_engine_initialized(self) -> None:
                 return None
@@ -228,6 +261,7 @@ class VllmBackend:
         self._engine: Any = None
         self._tokenizer: Any = None
         self._stats = _StatsRecorder()
+        self._stats.max_seqs = config.max_num_seqs
         self._inflight = 0
         self._died = False
         self._ipc_dir: str | None = None
@@ -541,6 +575,7 @@ class VllmBackend:
             waiting=min(s.waiting, max(0, self._inflight - s.running)) if busy else 0,
             kv_cache_usage=s.kv_usage,
             prefix_cache_hit_rate=(s.prefix_hits / s.prefix_queries) if s.prefix_queries else None,
+            work=s.work,
         )
 
 

@@ -32,6 +32,7 @@ from autellix.client import CallResult, Client
 from autellix.driver import ProgramRun, run_workload
 from autellix.livebench.dbstats import as_dict, run_db_stats
 from autellix.livebench.engine import EngineSpec
+from autellix.livebench.enginework import listen_engine_work
 from autellix.livebench.probe import ProbeResult
 from autellix.livebench.stack import Infra, run_stack
 from autellix.sim.metrics import outcome_metrics, run_record
@@ -242,9 +243,12 @@ async def live_run(
     ) as rs:
         if on_started:
             on_started()
-        async with Client(
-            rs.settings.nats_url, namespace=rs.settings.namespace, timeout=cfg.call_timeout_s
-        ) as client:
+        async with (
+            listen_engine_work(rs.settings.nats_url, rs.settings.namespace) as work,
+            Client(
+                rs.settings.nats_url, namespace=rs.settings.namespace, timeout=cfg.call_timeout_s
+            ) as client,
+        ):
             t0 = time.monotonic()
             runs, wall = await run_workload(
                 client,
@@ -254,6 +258,9 @@ async def live_run(
                 on_program=on_program,
                 id_prefix=prefix,
             )
+            if work.latest:  # engines that count their work: take the counts at the end
+                await work.settle()
+        engine_work = work.summary()
         assert rs.settings.database_url is not None
         db = await run_db_stats(rs.settings.database_url, prefix)
         engine_ids = list(rs.stack.engine_ids)
@@ -305,6 +312,7 @@ async def live_run(
             # more runnable processes than CPUs (ours included): timings stretch, see README
             "cpu_contended": max(load_start, load_end) > (os.cpu_count() or 1),
             "db": as_dict(db),
+            "engine_work": engine_work,
         }
     )
     # Predictions run after the stack stopped, so they do not take CPU from the live run.

@@ -165,10 +165,12 @@ class PlainStats:
     cached_tokens: int = 0
     max_priority: int = 0
     per_program: dict[str, dict[str, float]] = field(default_factory=dict)
+    engine_work: dict[str, Any] | None = None  # {"vllm": EngineWork.summary()} at the end
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("per_program")
+        d.pop("engine_work")  # its own field of the run record
         return d
 
 
@@ -369,6 +371,8 @@ async def run_plain_vllm(
                 **extra,
             )
         stats.wall_s = wall
+        work = backend.stats().work
+        stats.engine_work = {"vllm": work.summary()} if work is not None else None
     finally:
         await backend.stop()
     return runs, stats
@@ -436,6 +440,7 @@ def plain_record(
             "errors": [e for r in runs for e in r.errors][:10],
             "wall_s": stats.wall_s,
             "plain_stats": stats.as_dict(),
+            "engine_work": stats.engine_work,
         }
     )
     return rec

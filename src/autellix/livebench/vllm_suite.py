@@ -518,20 +518,47 @@ def _cell(v: Any) -> str:
 
 def run_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """One row per (rate, policy): system, the paper's metrics, failures, load average."""
-    header = ["rate", "policy", "system", *(label for _, label in KEYS), "load avg"]
+    header = [
+        "rate",
+        "policy",
+        "system",
+        *(label for _, label in KEYS),
+        "engine ms/step",
+        "mean batch",
+        "load avg",
+    ]
     rows = []
     for r in payload["runs"]:
+        work = engine_work_total(r)
         rows.append(
             [
                 f"{r['rate']:g}",
                 r["policy"],
                 "plain vLLM" if r.get("plain_vllm") else "Autellix",
                 *(_cell(r.get(k)) for k, _ in KEYS),
+                f"{work['step_ms']:.1f}" if work else "-",
+                f"{work['mean_batch']:.2f}" if work else "-",
                 f"{r.get('load_avg_start', float('nan')):.1f}-"
                 f"{r.get('load_avg_end', float('nan')):.1f}",
             ]
         )
     return header, rows
+
+
+def engine_work_total(rec: dict[str, Any]) -> dict[str, float] | None:
+    """A run's engine work over all its engines (`engine_work`: per engine id), or None for
+    runs that did not count it (older results, sim engines)."""
+    per = rec.get("engine_work") or {}
+    if not per:
+        return None
+    steps = sum(w["steps"] for w in per.values())
+    busy = sum(w["busy_s"] for w in per.values())
+    running = sum(w["running_sum"] for w in per.values())
+    return {
+        "steps": steps,
+        "step_ms": 1000.0 * busy / max(1, steps),
+        "mean_batch": running / max(1, steps),
+    }
 
 
 def ratio_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
