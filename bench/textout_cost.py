@@ -6,15 +6,15 @@ decoded the whole output prefix once per new token (stop strings), per step back
 scan and per delta: O(n^2) tokens decoded. This prints, per case, wall time and tokens decoded per
 output token for both, and checks that both give the same answers (deltas, stops, final text).
 
-The old algorithm is a COPY kept in this file (`WholePrefix`, as textout.py was before it became
-incremental), only for this comparison. The calls are made as the runner makes them: one token
-at a time, `check` after each (with stop strings), `releasable` + `delta` every `--flush-every`
-tokens, then the last delta and `final`. Tokenizers: a toy SentencePiece-like word-piece one
-(pure Python) and, when the `tokenizers` package is importable, a real byte-level BPE trained in
-memory here (offline). Its text mixes in words unseen in training (CJK, emoji), whose UTF-8
-bytes split over several tokens: a worst case for the incremental one (every prefix that ends
-inside a character is decoded whole, to stay exact).
-The old algorithm is not run where it would take over `--old-budget` seconds (its time
+The old algorithm is the reference kept in tests/textout_reference.py (`WholePrefixOutputText`,
+as textout.py was before it became incremental), loaded from there for this comparison. The
+calls are made as the runner makes them: one token at a time, `check` after each (with stop
+strings), `releasable` + `delta` every `--flush-every` tokens, then the last delta and `final`.
+Tokenizers: a toy SentencePiece-like word-piece one (pure Python) and, when the `tokenizers`
+package is importable, a real byte-level BPE trained in memory here (offline). Its text mixes in
+words unseen in training (CJK, emoji), whose UTF-8 bytes split over several tokens: a worst case
+for the incremental one (every prefix that ends inside a character is decoded whole, to stay
+exact). The old algorithm is not run where it would take over `--old-budget` seconds (its time
 grows as n^2: estimated from the previous size, and printed with "~").
 
     python bench/textout_cost.py [--sizes 1000,4000,16000] [--flush-every 8] [--old-budget 2]
@@ -23,80 +23,24 @@ grows as n^2: estimated from the previous size, and printed with "~").
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from autellix.services.engine.textout import OutputText
 
+_REF = Path(__file__).resolve().parents[1] / "tests" / "textout_reference.py"
+_spec = importlib.util.spec_from_file_location("textout_reference", _REF)
+assert _spec is not None and _spec.loader is not None
+_ref = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_ref)
+WholePrefixOutputText = _ref.WholePrefixOutputText
+
 Decode = Callable[[list[int]], str | None]
 STOPS = ["\n\nUser:", "###"]  # never in these outputs: the whole output is searched
-
-
-class WholePrefix:
-    """COPY of the old (pre-incremental) OutputText algorithm, for comparison only."""
-
-    def __init__(self, detokenize: Decode, stops: Sequence[str]) -> None:
-        self.detokenize = detokenize
-        self.stops = tuple(s for s in stops if s)
-        self._holdback = max((len(s) for s in self.stops), default=1) - 1
-        self.stop_tokens: int | None = None
-        self.stop_text: str | None = None
-        self._searched = self._checked = 0
-        self._delta_end: tuple[int, str] = (0, "")
-
-    def text(self, tokens: Sequence[int], n: int | None = None) -> str | None:
-        return self.detokenize(list(tokens[: len(tokens) if n is None else n]))
-
-    def check(self, tokens: Sequence[int]) -> bool:
-        if self.stop_tokens is not None:
-            return True
-        if not self.stops:
-            return False
-        for k in range(self._checked + 1, len(tokens) + 1):
-            full = self.text(tokens, k)
-            if full is None:
-                return False
-            start = max(0, self._searched - self._holdback)
-            hits = [i for i in (full.find(s, start) for s in self.stops) if i >= 0]
-            if hits:
-                self.stop_text, self.stop_tokens = full[: min(hits)], k
-                return True
-            self._searched, self._checked = len(full), k
-        return False
-
-    def releasable(self, tokens: Sequence[int]) -> int:
-        n = len(tokens)
-        if self.stop_tokens is not None:
-            return self.stop_tokens
-        if not self.stops or self._holdback == 0:
-            return n
-        full = self.text(tokens)
-        if full is None:
-            return n
-        limit = len(full) - self._holdback
-        k = n
-        while k > 0 and len(self.text(tokens, k) or "") > limit:
-            k -= 1
-        return k
-
-    def delta(self, tokens: Sequence[int], start: int, end: int) -> str | None:
-        full = self.text(tokens, end)
-        if full is None:
-            return None
-        if start == self._delta_end[0]:
-            before = self._delta_end[1]
-        else:
-            before = self.text(tokens, start) or ""
-        self._delta_end = (end, full)
-        after = full
-        if self.stop_text is not None and end >= (self.stop_tokens or 0):
-            after = self.stop_text
-        return after[len(before) :]
-
-    def final(self, tokens: Sequence[int]) -> str | None:
-        return self.stop_text if self.stop_text is not None else self.text(tokens)
 
 
 class Counting:
@@ -202,7 +146,9 @@ def main() -> None:
                 prev_n, prev_s = last.get(bool(stops), (n, 0.0))
                 guess = prev_s * (n / prev_n) ** 2
                 if guess <= args.old_budget:
-                    old_s, old_d, old_log = run(WholePrefix, decode, toks, stops, args.flush_every)
+                    old_s, old_d, old_log = run(
+                        WholePrefixOutputText, decode, toks, stops, args.flush_every
+                    )
                     assert old_log == new_log, f"{name} {n} {stops}: answers differ"
                     last[bool(stops)] = (n, old_s)
                     old, speed = f"| {old_s:.3f} | {old_d:,.0f} ", f"{old_s / new_s:,.0f}x"
