@@ -82,11 +82,13 @@ def test_bench_live_end_to_end(tmp_path: Path, nats_url: str, pg_admin_url: str)
         "--nats-url", nats_url,
         "--database-url", pg_admin_url,
         "--out", str(out),
+        "--engine-arg=--report-interval=0.2",
         *ENGINE_FLAGS,
         *wl_args,
     )  # fmt: skip
     payload = json.loads((out / "results.json").read_text())
     assert payload["live"] is True and payload["backend"] == "sim"
+    assert payload["meta"]["engine"]["extra_args"][-1] == "--report-interval=0.2"
     assert "SIMULATED" in payload["banner"]
     assert {r["policy"] for r in payload["runs"]} == {"fcfs", "atlas"}
     assert payload["rates"] == [2.0]
@@ -110,6 +112,8 @@ def test_bench_live_end_to_end(tmp_path: Path, nats_url: str, pg_admin_url: str)
             r["avg_latency_s"] / r["sim_avg_latency_s"]
         )
         assert len(r["engine_utilization"]) == 1 and 0 < r["engine_utilization"][0] <= 1
+        (work,) = r["engine_work"].values()  # the sim engine's own step counters
+        assert work["generated_tokens"] >= expected_tokens and work["step_ms"] > 0
         assert r["throughput_programs_per_s"] > 0
     fcfs = next(r for r in payload["runs"] if r["policy"] == "fcfs")
     assert fcfs["policy_applied"] is True and fcfs["sim_policy"] == "fcfs"

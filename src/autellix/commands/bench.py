@@ -12,6 +12,7 @@ stays fast.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -193,6 +194,13 @@ def live(
     scheduler_arg: Annotated[
         list[str] | None, typer.Option(help="Extra flag for the scheduler replicas; repeat.")
     ] = None,
+    engine_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Extra flag for the Autellix engine services (--engine-arg=--report-interval=0.5);"
+            " repeat."
+        ),
+    ] = None,
     call_timeout: Annotated[float, typer.Option(help="Seconds before a call gives up.")] = 900.0,
     log_dir: Annotated[Path | None, typer.Option(help="Keep service logs here.")] = None,
     model: Annotated[
@@ -265,7 +273,6 @@ def live(
         )
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    import dataclasses
 
     meta_extra = {"workload_options": dataclasses.asdict(opts), "paper_sizes": paper_sizes}
     # what both backends' benchmark configs and runners take from the same options
@@ -303,6 +310,7 @@ def live(
             queue_ahead=queue_ahead,
             nice=nice,
             pin_model_core=pin_model_core,
+            extra_args=tuple(engine_arg or ()),
             options=tuple(
                 (k, str(v).lower() if isinstance(v, bool) else str(v))
                 for k, v in _kv(vllm_opt).items()
@@ -312,11 +320,10 @@ def live(
         payload = _run_vllm_with_progress(vcfg, wl, **common_run)
         _write_and_print_vllm(payload, out)
         return
-    cfg = LiveConfig(
-        timing=_timing(engine_profile, max_batch, step_s, step_per_seq_s, prefill_per_token_s),
-        engines=engines,
-        **common_cfg,
-    )
+    timing = _timing(engine_profile, max_batch, step_s, step_per_seq_s, prefill_per_token_s)
+    if engine_arg:
+        timing = dataclasses.replace(timing, extra_args=(*timing.extra_args, *engine_arg))
+    cfg = LiveConfig(timing=timing, engines=engines, **common_cfg)
     payload = _run_with_progress(cfg, wl, do_probe=probe, **common_run)
     _write_and_print(payload, out)
 
