@@ -60,6 +60,44 @@ class BackendStats:
     work: EngineWork | None = None  # cumulative, for backends that count their steps
 
 
+@dataclass(slots=True)
+class WorkCounter:
+    """The mutable counters behind `EngineWork` (a frozen message): each engine step adds to
+    plain numbers (cheap enough for every step), `snapshot` builds the message for a heartbeat."""
+
+    steps: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    busy_s: float = 0.0
+    running_sum: int = 0
+    idle_slot_steps: int = 0
+
+    def add_step(
+        self, *, generated: int, prompt: int, cached: int, busy_s: float, running: int, idle: bool
+    ) -> None:
+        """One step: tokens it produced, prompt tokens it scheduled (`cached` of them from the
+        prefix cache), its length, calls running, and whether a slot was free with none waiting."""
+        self.steps += 1
+        self.generated_tokens += generated
+        self.prompt_tokens += prompt
+        self.cached_prompt_tokens += cached
+        self.busy_s += busy_s
+        self.running_sum += running
+        self.idle_slot_steps += int(idle)
+
+    def snapshot(self) -> EngineWork:
+        return EngineWork(
+            steps=self.steps,
+            generated_tokens=self.generated_tokens,
+            prompt_tokens=self.prompt_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            busy_s=self.busy_s,
+            running_sum=self.running_sum,
+            idle_slot_steps=self.idle_slot_steps,
+        )
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Async token generator. Cancelling the iterator (task.cancel / aclose) must abort the request

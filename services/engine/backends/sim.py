@@ -35,12 +35,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from autellix.protocol import EngineWork
 from autellix.services.engine.backends.base import (
     BackendError,
     BackendStats,
     GenerationRequest,
     TokenChunk,
+    WorkCounter,
 )
 
 _MASK = (1 << 64) - 1
@@ -154,7 +154,7 @@ class SimulatedBackend:
         self._task: asyncio.Task[None] | None = None
         self._cache = _PrefixCache(self.config.cache_tokens)
         self.steps = 0
-        self._work = EngineWork()  # cumulative counters (heartbeats; see EngineWork)
+        self._work = WorkCounter()  # cumulative (EngineWork in heartbeats)
         self._last_end: float | None = None
 
     # ----- lifecycle
@@ -196,7 +196,7 @@ class SimulatedBackend:
             waiting=len(active) - running,
             kv_cache_usage=min(1.0, used / max(1, self.config.kv_capacity_tokens)),
             prefix_cache_hit_rate=self._cache.hit_rate(),
-            work=self._work,
+            work=self._work.snapshot(),
         )
 
     # ----- generation
@@ -291,15 +291,13 @@ class SimulatedBackend:
             end = time.monotonic()
             took = step if self._last_end is None else end - self._last_end
             self._last_end = end
-            w = self._work
-            self._work = EngineWork(  # what the step really took, next to what it modelled
-                steps=w.steps + 1,
-                generated_tokens=w.generated_tokens + sum(1 for s in batch if not s.done),
-                prompt_tokens=w.prompt_tokens + sum(s.uncached + s.cached for s in new),
-                cached_prompt_tokens=w.cached_prompt_tokens + sum(s.cached for s in new),
-                busy_s=w.busy_s + took,
-                running_sum=w.running_sum + len(batch),
-                idle_slot_steps=w.idle_slot_steps + int(len(batch) < self.max_batch),
+            self._work.add_step(  # what the step really took, next to what it modelled
+                generated=sum(1 for s in batch if not s.done),
+                prompt=sum(s.uncached + s.cached for s in new) if new else 0,
+                cached=sum(s.cached for s in new) if new else 0,
+                busy_s=took,
+                running=len(batch),
+                idle=len(batch) < self.max_batch,
             )
             for s in batch:
                 if s.done:

@@ -58,12 +58,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autellix.protocol import EngineWork
 from autellix.services.engine.backends.base import (
     BackendError,
     BackendStats,
     GenerationRequest,
     TokenChunk,
+    WorkCounter,
 )
 
 ENV_PREFIX = "AUTELLIX_VLLM_"
@@ -185,29 +185,27 @@ class _StatsRecorder:
         self.prefix_hits = 0
         self.updated = 0.0
         self.max_seqs = 0  # the batch limit (idle-slot steps)
-        self.work = EngineWork()  # cumulative; replaced (frozen model) on every step
+        self.work = WorkCounter()  # cumulative (EngineWork in heartbeats)
         self._last_step: float | None = None  # engine-side timestamp of the previous step
         self._last_running = 0
 
     def step(self, running: int, waiting: int, iteration: Any) -> None:
         """Fold one engine step into the counters. A step's time is the gap since the previous
         step's timestamp when calls were running then (gaps over a second are idle time)."""
-        w = self.work
-        busy = w.busy_s
         if iteration is None:
             return
         t = float(iteration.iteration_timestamp)
+        busy = 0.0
         if self._last_step is not None and self._last_running > 0 and t - self._last_step < 1.0:
-            busy += max(0.0, t - self._last_step)
+            busy = max(0.0, t - self._last_step)
         self._last_step, self._last_running = t, running
-        self.work = EngineWork(
-            steps=w.steps + 1,
-            generated_tokens=w.generated_tokens + int(iteration.num_generation_tokens),
-            prompt_tokens=w.prompt_tokens + int(iteration.num_prompt_tokens),
-            cached_prompt_tokens=w.cached_prompt_tokens + _cached_prompt_tokens(iteration),
+        self.work.add_step(
+            generated=int(iteration.num_generation_tokens),
+            prompt=int(iteration.num_prompt_tokens),
+            cached=_cached_prompt_tokens(iteration),
             busy_s=busy,
-            running_sum=w.running_sum + running,
-            idle_slot_steps=w.idle_slot_steps + int(running < self.max_seqs and waiting == 0),
+            running=running,
+            idle=running < self.max_seqs and waiting == 0,
         )
 
     def factory(self) -> Any:
@@ -575,7 +573,7 @@ class VllmBackend:
             waiting=min(s.waiting, max(0, self._inflight - s.running)) if busy else 0,
             kv_cache_usage=s.kv_usage,
             prefix_cache_hit_rate=(s.prefix_hits / s.prefix_queries) if s.prefix_queries else None,
-            work=s.work,
+            work=s.work.snapshot(),
         )
 
 
