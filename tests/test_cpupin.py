@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from autellix.livebench.cpupin import ModelCorePin
+from autellix.livebench.cpupin import ModelCorePin, model_workers
 
 pytestmark = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs at least 2 usable CPUs"
@@ -36,16 +36,8 @@ def _spawn(code: str, *args: str) -> subprocess.Popen[str]:
 def _no_other_workers() -> None:
     import psutil
 
-    names = {_name(p) for p in psutil.Process().children(recursive=True)}
-    if "VLLM::Worker" in names:
+    if model_workers(psutil.Process().children(recursive=True)):
         pytest.skip("a vLLM engine of another test is running in this session")
-
-
-def _name(p: object) -> str:
-    try:
-        return str(p.name())  # type: ignore[attr-defined]
-    except Exception:
-        return ""
 
 
 def test_moves_everything_but_the_worker_and_restores_itself() -> None:

@@ -293,8 +293,8 @@ class SimulatedBackend:
             self._last_end = end
             self._work.add_step(  # what the step really took, next to what it modelled
                 generated=sum(1 for s in batch if not s.done),
-                prompt=sum(s.uncached + s.cached for s in new) if new else 0,
-                cached=sum(s.cached for s in new) if new else 0,
+                prompt=sum(s.uncached + s.cached for s in new),
+                cached=sum(s.cached for s in new),
                 busy_s=took,
                 running=len(batch),
                 idle=len(batch) < self.max_batch,

@@ -69,7 +69,7 @@ class ModelCorePin:
 
         me = psutil.Process()
         family = me.children(recursive=True)
-        workers = [p for p in family if _name(p) in WORKER_NAMES]
+        workers = model_workers(family)
         self.model_cpus = set().union(*(_affinity_of(p.pid) for p in workers)) if workers else set()
         others = self.all_cpus - self.model_cpus
         if not workers or not others:
@@ -101,6 +101,11 @@ class ModelCorePin:
             "moved_threads": self.moved_tasks,
             **({"skipped": skipped} if skipped else {}),
         }
+
+
+def model_workers(processes: list[Any]) -> list[Any]:
+    """The vLLM model workers among `processes` (psutil processes; ended ones are skipped)."""
+    return [p for p in processes if _name(p) in WORKER_NAMES]
 
 
 def _name(p: Any) -> str:

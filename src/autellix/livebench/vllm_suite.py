@@ -51,6 +51,7 @@ from autellix.livebench.plain_vllm import (
 )
 from autellix.livebench.stack import Infra
 from autellix.livebench.suite import DEFAULT_LOADS, Callbacks, rates_for, sweep
+from autellix.protocol import EngineWork
 from autellix.sim.metrics import sustainable
 from autellix.sim.profile import EngineProfile
 from autellix.sim.report import fmt_ratio
@@ -545,20 +546,14 @@ def run_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def engine_work_total(rec: dict[str, Any]) -> dict[str, float] | None:
+def engine_work_total(rec: dict[str, Any]) -> dict[str, float | int] | None:
     """A run's engine work over all its engines (`engine_work`: per engine id), or None for
     runs that did not count it (older results, sim engines)."""
     per = rec.get("engine_work") or {}
     if not per:
         return None
-    steps = sum(w["steps"] for w in per.values())
-    busy = sum(w["busy_s"] for w in per.values())
-    running = sum(w["running_sum"] for w in per.values())
-    return {
-        "steps": steps,
-        "step_ms": 1000.0 * busy / max(1, steps),
-        "mean_batch": running / max(1, steps),
-    }
+    total = {k: sum(w[k] for w in per.values()) for k in EngineWork.model_fields}
+    return EngineWork(**total).summary()
 
 
 def ratio_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
