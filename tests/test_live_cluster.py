@@ -127,33 +127,49 @@ async def test_two_replicas_fold_one_program_without_lost_updates(
     """Ten parallel threads of one program on two engines: their progress reports reach both
     replicas (queue group), which fold and demote concurrently. At every moment the program's
     attained service equals the sum of its calls' (one consistent snapshot); at the end it is
-    exactly the tokens generated, and each thread has its own."""
+    exactly the tokens generated, and each thread has its own.
+
+    Each call makes 120 tokens and crosses exactly one level bound (64, or 128 if it started
+    after a sibling finished): it is demoted once if a replica folds the crossing report while
+    the call still runs. A call that finishes first is legitimately not demoted (nothing left
+    to re-rank), which a loaded machine makes possible, so the crossing sits at about half of
+    the call (0.5 s of slack at 0.01 s/token) and at most two calls may escape it; no call may
+    ever be demoted twice (two replicas racing on one crossing)."""
     db = module_settings.database_url
-    calls = [await wire.submit(_req("race-prog", f"r{i}", 80, prompt_tokens=8)) for i in range(10)]
+    tokens = 120
+    calls = [
+        await wire.submit(_req("race-prog", f"r{i}", tokens, prompt_tokens=8)) for i in range(10)
+    ]
     samples = 0
     while not all(c.done.is_set() for c in calls):
-        ((attained, total),) = await db_fetch(
+        rows = await db_fetch(
             db,
             """SELECT p.attained, (SELECT COALESCE(sum(c.service), 0) FROM calls c
                                    WHERE c.program_id = p.id) AS total
                FROM programs p WHERE p.id = 'race-prog'""",
         )
-        assert attained == pytest.approx(total), (attained, total)
-        samples += 1
+        if rows:  # the frontend may not have registered the program yet
+            ((attained, total),) = rows
+            assert attained == pytest.approx(total), (attained, total)
+            samples += 1
         await asyncio.sleep(0.03)
     await _done(calls)
     assert samples >= 5
     (p,) = await db_fetch(db, "SELECT * FROM programs WHERE id = 'race-prog'")
-    assert p["attained"] == pytest.approx(800) and p["total_service"] == pytest.approx(800)
-    assert p["service"] == pytest.approx(80)  # ATLAS: critical path of parallel roots
+    assert p["attained"] == pytest.approx(10 * tokens)
+    assert p["total_service"] == pytest.approx(10 * tokens)
+    assert p["service"] == pytest.approx(tokens)  # ATLAS: critical path of parallel roots
     threads = await db_fetch(db, "SELECT service FROM threads WHERE program_id = 'race-prog'")
-    assert [t["service"] for t in threads] == [pytest.approx(80)] * 10
+    assert [t["service"] for t in threads] == [pytest.approx(tokens)] * 10
     demotes = await db_fetch(
         db,
-        """SELECT e.actor, e.value FROM call_events e JOIN calls c ON c.id = e.call_id
+        """SELECT e.call_id, e.actor, e.value FROM call_events e JOIN calls c ON c.id = e.call_id
            WHERE c.program_id = 'race-prog' AND e.kind = 'demote'""",
     )
-    assert len(demotes) == 10 and all(d["value"] >= 64 for d in demotes)
+    per_call = Counter(d["call_id"] for d in demotes)
+    assert all(n == 1 for n in per_call.values()), per_call  # never demoted twice
+    assert len(per_call) >= 8, f"only {len(per_call)} of 10 calls demoted"
+    assert all(d["value"] >= 64 for d in demotes)
     assert {d["actor"] for d in demotes} == set(SCHEDULERS), "one replica did all the folding"
 
 

@@ -128,3 +128,22 @@ def test_bursty_arrivals_have_high_cv() -> None:
     assert 2.4 < gaps.std() / gaps.mean() < 3.6
     with pytest.raises(ValueError):
         with_arrivals(progs, 1.0, 0, "weekly")
+
+
+@pytest.mark.parametrize("kind", ["sharegpt", "bfcl", "lats", "mixed"])
+def test_every_reused_prefix_is_realizable_from_a_parent(kind: str) -> None:
+    """A call's reused prefix is never longer than the context (prompt + output) one of its
+    parents held: the simulator grants a cache hit for `prefix_tokens`, and the live driver
+    builds the prompt from the longest parent's tokens, so both must see the same reuse (LATS
+    once gave calls more prefix than any parent had: free prefill only the simulator saw)."""
+    wl = load_workload(kind, 60, seed=3)
+    checked = 0
+    for p in wl.programs:
+        for c in p.calls:
+            held = max(
+                (p.calls[q].prompt_tokens + p.calls[q].output_tokens for q in c.parents),
+                default=0,
+            )
+            assert 0 <= c.prefix_tokens <= min(held, c.prompt_tokens), (p.program_id, c)
+            checked += c.prefix_tokens > 0
+    assert checked > 0  # the workload does reuse context

@@ -15,7 +15,8 @@ search stops early when it finds an answer). Sizes match the paper's LATS means 
 Prompt = the program's shared part (instructions, few-shot, question) + the node's own part (the
 trajectory to the node, itself made of earlier calls' outputs and observations). Only the newest
 tokens of a prompt (the latest observation, or the evaluation instruction) are new to the
-engine; the rest is the reusable prefix, if the engine still holds the program's context.
+engine; the rest is the reusable prefix, if the engine still holds the program's context, and
+never more than the context of the call's longest parent (what a real engine can have cached).
 """
 
 from __future__ import annotations
@@ -54,6 +55,15 @@ def lats_program(program_id: str, rng: np.random.Generator, opts: WorkloadOption
     def add(thread: int, parents: tuple[int, ...], delay: float) -> int:
         i = len(calls)
         prompt = int(shared + own[i])
+        # All but the newest tokens of the node's own part (the latest observation or the
+        # evaluation instruction) were context of earlier calls, but a prompt can only reuse
+        # what one parent actually held (its prompt + output): a reused prefix longer than
+        # that would be free prefill in the simulator that no real engine (and no live
+        # replay, which builds the prompt from the parent's tokens) can realize. Root calls
+        # (the first expansion) have no parent context: they start concurrently.
+        parent_context = max(
+            (calls[p].prompt_tokens + calls[p].output_tokens for p in parents), default=0
+        )
         calls.append(
             CallSpec(
                 index=i,
@@ -61,10 +71,7 @@ def lats_program(program_id: str, rng: np.random.Generator, opts: WorkloadOption
                 parents=parents,
                 prompt_tokens=prompt,
                 output_tokens=int(outs[i]),
-                # all but the newest tokens of the node's own part (the latest observation or
-                # the evaluation instruction) were context of earlier calls; the shared part
-                # always was; the first call has no earlier context
-                prefix_tokens=prompt - min(int(new[i]), int(own[i])) if i else 0,
+                prefix_tokens=min(prompt - min(int(new[i]), int(own[i])), parent_context),
                 delay_s=delay,
             )
         )
