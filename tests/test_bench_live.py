@@ -115,6 +115,11 @@ def test_bench_live_end_to_end(tmp_path: Path, nats_url: str, pg_admin_url: str)
         (work,) = r["engine_work"].values()  # the sim engine's own step counters
         assert work["generated_tokens"] >= expected_tokens and work["step_ms"] > 0
         assert r["throughput_programs_per_s"] > 0
+        cp = r["call_path"]  # every answered call split into hops (autellix.callpath)
+        assert cp["latency"]["calls"] == expected_calls
+        for hop in ("to_frontend", "scheduling", "engine_queue", "engine", "to_client"):
+            assert cp[hop]["calls"] == expected_calls and cp[hop]["mean_ms"] >= 0, hop
+        assert 0 < cp["engine"]["mean_ms"] < cp["latency"]["mean_ms"]
     fcfs = next(r for r in payload["runs"] if r["policy"] == "fcfs")
     assert fcfs["policy_applied"] is True and fcfs["sim_policy"] == "fcfs"
     assert payload["probe"]["step_scale"] > 0 and payload["probe"]["per_call_overhead_s"] >= 0

@@ -205,6 +205,11 @@ def test_bench_live_vllm_end_to_end(tmp_path: Path, nats_url: str, pg_admin_url:
     assert plain["plain_vllm"] is True and "plain vLLM" in plain["engines_label"]
     assert autellix["plain_vllm"] is False and autellix["engines_label"].startswith("Autellix")
     assert autellix["policy_applied"] is True and autellix["db"]["calls"] == expected_calls
+    # where each call's time went: a plain-vLLM call is all engine, an Autellix call has hops
+    assert plain["call_path"]["engine"]["calls"] == expected_calls
+    assert plain["call_path"]["control"]["mean_ms"] == 0 and "scheduling" not in plain["call_path"]
+    assert autellix["call_path"]["scheduling"]["calls"] == expected_calls
+    assert autellix["call_path"]["control"]["mean_ms"] > 0
     (cmp_,) = payload["comparisons"]
     assert (cmp_["baseline"], cmp_["policy"]) == ("vllm-fcfs", "plas")
     assert cmp_["latency_per_token_ratio"] == pytest.approx(
@@ -213,6 +218,7 @@ def test_bench_live_vllm_end_to_end(tmp_path: Path, nats_url: str, pg_admin_url:
 
     md = (out / "results.md").read_text()
     assert "REAL vLLM engine" in md and "dummy:tiny (dummy weights" in md
+    assert "## Where a call's time goes" in md
     assert "| vllm-fcfs | plain vLLM |" in md and "| plas | Autellix |" in md
     assert "| vllm-fcfs |" in md.split("## Ratios")[1]
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

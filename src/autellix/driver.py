@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from autellix.callpath import CallPath, call_path
 from autellix.client import CallFailed, CallResult, Client
 from autellix.workloads.types import CallSpec, ProgramSpec
 
@@ -36,6 +37,7 @@ class ProgramRun:
     queue_s: float = 0.0  # summed over calls: accepted → started
     engines: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    paths: list[CallPath] = field(default_factory=list)  # each answered call's hops
 
     @property
     def latency_s(self) -> float:
@@ -107,6 +109,7 @@ async def run_program(
                     on_call(run, None)
                 return
             results[call.index] = result
+            run.paths.append(call_path(result.timing, result.latency_s))
             contexts[call.index] = prompt + list(result.token_ids)
             run.calls += 1
             run.output_tokens += result.usage.completion_tokens

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autellix import callpath
 from autellix.client import CallResult, Client
 from autellix.driver import ProgramRun, run_workload
 from autellix.livebench.dbstats import as_dict, run_db_stats
@@ -313,6 +314,7 @@ async def live_run(
             "cpu_contended": max(load_start, load_end) > (os.cpu_count() or 1),
             "db": as_dict(db),
             "engine_work": engine_work,
+            "call_path": callpath.summarize(p for r in runs for p in r.paths),
         }
     )
     # Predictions run after the stack stopped, so they do not take CPU from the live run.

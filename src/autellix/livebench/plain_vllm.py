@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from autellix import driver
+from autellix import callpath, driver
 from autellix.client import CallFailed, CallResult
 from autellix.driver import ProgramRun
 from autellix.protocol import CallError, EngineInfo, ErrorCode, SamplingParams, Timing, Usage
@@ -441,6 +441,7 @@ def plain_record(
             "wall_s": stats.wall_s,
             "plain_stats": stats.as_dict(),
             "engine_work": stats.engine_work,
+            "call_path": callpath.summarize(p for r in runs for p in r.paths),
         }
     )
     return rec
