@@ -111,6 +111,8 @@ def main() -> None:
         print("\n".join(headline(results, "sustainable_absolute", ["0.05", "0.1", "0.2", "0.5"])))
     for prof_dir in sorted((root / "ablations").glob("*")):
         for f in sorted(prof_dir.glob("*.json")):
+            if "sustainable" not in json.loads(f.read_text()):
+                continue  # a summary over other sets (balancer.json), not a sweep of its own
             print(f"\n## ablation {prof_dir.name} {f.stem}\n")
             print("\n".join(ablation(f, factors=(1.6, 3.2))))
 
