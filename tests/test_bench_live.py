@@ -129,6 +129,7 @@ def test_bench_live_end_to_end(tmp_path: Path, nats_url: str, pg_admin_url: str)
     assert (out / "latency_vs_rate_mixed.live-simulated-engines.png").stat().st_size > 1000
     md = (out / "results_mixed.live-simulated-engines.md").read_text()
     assert "SIMULATED" in md and "| fcfs |" in md
+    assert "## Where a call's time goes" in md
 
 
 def test_bench_overhead_writes_three_keys(tmp_path: Path, nats_url: str, pg_admin_url: str) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -88,3 +89,29 @@ def summarize(paths: Iterable[CallPath]) -> dict[str, dict[str, float]]:
             "p99_ms": float(np.percentile(xs, 99)),
         }
     return out
+
+
+TABLE_NOTE = (
+    "From the caller's clock and the services' timestamps (`autellix.callpath`): `engine` = the "
+    "backend holds the call (vLLM's own waiting queue included); `engine queue` = dispatched -> "
+    "started (the Autellix engine's level queue); `control` = the rest (client -> frontend -> "
+    "scheduler -> engine, finish -> client). A plain-vLLM call is all `engine`."
+)
+
+
+def table_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Markdown rows (mean / p90 ms of each hop), one per benchmark run record with a
+    `call_path` summary."""
+    names = ("latency", "to_frontend", "scheduling", "engine_queue", "engine", "to_client")
+    header = ["rate", "policy", "calls", *(n.replace("_", " ") for n in names), "control"]
+    rows = []
+    for r in runs:
+        cp = r.get("call_path") or {}
+        if not cp:
+            continue
+        cells = [
+            f"{cp[n]['mean_ms']:.0f} / {cp[n]['p90_ms']:.0f}" if n in cp else "-"
+            for n in (*names, "control")
+        ]
+        rows.append([f"{r['rate']:g}", r["policy"], str(cp["latency"]["calls"]), *cells])
+    return header, rows

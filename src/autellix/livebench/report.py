@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from autellix import callpath
 from autellix.sim.report import fmt_ratio, run_rows, sustainable_rows, write_json
 
 BANNER = "LIVE stack + SIMULATED engines"
@@ -301,6 +302,15 @@ def markdown(payload: dict[str, Any]) -> str:
         _md_table(*run_rows(payload)),
         "",
     ]
+    if any(r.get("call_path") for r in payload["runs"]):
+        out += [
+            "## Where a call's time goes (ms per call, mean / p90)",
+            "",
+            callpath.TABLE_NOTE,
+            "",
+            _md_table(*callpath.table_rows(payload["runs"])),
+            "",
+        ]
     return "\n".join(out)
 
 

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autellix import callpath
 from autellix.driver import ProgramRun
 from autellix.livebench.compare import SATURATION_FACTOR
 from autellix.livebench.cpupin import ModelCorePin
@@ -686,34 +687,13 @@ def markdown(payload: dict[str, Any]) -> str:
             "",
             "## Where a call's time goes (ms per call, mean / p90)",
             "",
-            "From the caller's clock and the services' timestamps (`autellix.callpath`): "
-            "`engine` = the backend holds the call (vLLM's own waiting queue included); "
-            "`engine queue` = dispatched -> started (the Autellix engine's level queue); "
-            "`control` = the rest (client -> frontend -> scheduler -> engine, finish -> client). "
-            "A plain-vLLM call is all `engine`.",
+            callpath.TABLE_NOTE,
             "",
-            *_md_table(*call_path_rows(payload)),
+            *_md_table(*callpath.table_rows(payload["runs"])),
         ]
     for f in payload.get("failed_runs") or []:
         lines += ["", f"**Run failed**: {f['policy']} @ {f['rate']:g}/s: `{f['error'][:300]}`"]
     return "\n".join(lines) + "\n"
-
-
-def call_path_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """One row per run: mean / p90 ms of each hop of `callpath.summarize`."""
-    names = ("latency", "to_frontend", "scheduling", "engine_queue", "engine", "to_client")
-    header = ["rate", "policy", "calls", *(n.replace("_", " ") for n in names), "control"]
-    rows = []
-    for r in payload["runs"]:
-        cp = r.get("call_path") or {}
-        if not cp:
-            continue
-        cells = [
-            f"{cp[n]['mean_ms']:.0f} / {cp[n]['p90_ms']:.0f}" if n in cp else "-"
-            for n in (*names, "control")
-        ]
-        rows.append([f"{r['rate']:g}", r["policy"], str(cp["latency"]["calls"]), *cells])
-    return header, rows
 
 
 def plot(payload: dict[str, Any], path: Path) -> None:
