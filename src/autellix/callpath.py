@@ -31,6 +31,7 @@ import numpy as np
 from autellix.protocol import Timing
 
 HOPS = ("to_frontend", "scheduling", "engine_queue", "engine", "to_client")
+COLUMNS = ("latency", *HOPS, "control")  # what `summarize` reports, in table order
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def summarize(paths: Iterable[CallPath]) -> dict[str, dict[str, float]]:
     """Per hop (and `latency`, `control`): calls, mean, p50, p90, p99 in milliseconds."""
     paths = list(paths)
     out: dict[str, dict[str, float]] = {}
-    for name in ("latency", *HOPS, "control"):
+    for name in COLUMNS:
         values = [getattr(p, name) for p in paths]
         xs = np.array([v for v in values if v is not None], dtype=float) * 1000.0
         if xs.size == 0:
@@ -102,16 +103,14 @@ TABLE_NOTE = (
 def table_rows(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Markdown rows (mean / p90 ms of each hop), one per benchmark run record with a
     `call_path` summary."""
-    names = ("latency", "to_frontend", "scheduling", "engine_queue", "engine", "to_client")
-    header = ["rate", "policy", "calls", *(n.replace("_", " ") for n in names), "control"]
+    header = ["rate", "policy", "calls", *(n.replace("_", " ") for n in COLUMNS)]
     rows = []
     for r in runs:
         cp = r.get("call_path") or {}
         if not cp:
             continue
         cells = [
-            f"{cp[n]['mean_ms']:.0f} / {cp[n]['p90_ms']:.0f}" if n in cp else "-"
-            for n in (*names, "control")
+            f"{cp[n]['mean_ms']:.0f} / {cp[n]['p90_ms']:.0f}" if n in cp else "-" for n in COLUMNS
         ]
         rows.append([f"{r['rate']:g}", r["policy"], str(cp["latency"]["calls"]), *cells])
     return header, rows

@@ -78,7 +78,7 @@ def lats_like(rng: np.random.Generator, pid: str, arrival: float, width: int = 5
         evals = []
         for k, p in enumerate(expand):
             i = len(calls)
-            pr = calls[p].prompt_tokens + calls[p].output_tokens
+            pr = calls[p].context_tokens
             calls.append(CallSpec(i, k, (p,), pr + 30, _lognormal(rng, 40), pr, 0.05))
             evals.append(i)
         i = len(calls)

@@ -61,9 +61,7 @@ def lats_program(program_id: str, rng: np.random.Generator, opts: WorkloadOption
         # that would be free prefill in the simulator that no real engine (and no live
         # replay, which builds the prompt from the parent's tokens) can realize. Root calls
         # (the first expansion) have no parent context: they start concurrently.
-        parent_context = max(
-            (calls[p].prompt_tokens + calls[p].output_tokens for p in parents), default=0
-        )
+        parent_context = max((calls[p].context_tokens for p in parents), default=0)
         calls.append(
             CallSpec(
                 index=i,

@@ -33,6 +33,12 @@ class CallSpec:
     prefix_tokens: int = 0
     delay_s: float = 0.0
 
+    @property
+    def context_tokens(self) -> int:
+        """What an engine holds of this call once it finished (prompt + output): the most a
+        child call can reuse from it as a cached prefix."""
+        return self.prompt_tokens + self.output_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class ProgramSpec:
