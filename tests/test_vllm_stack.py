@@ -46,7 +46,7 @@ pytestmark = pytest.mark.vllm
 ENGINE = "vllm-e1"
 FALLBACK = "sim-fallback"
 BATCH = 2
-MAX_LEN = 1024
+MAX_LEN = 2048  # room for victims long enough to outlast the preemption test's set-up
 VOCAB = 4096  # dummy:tiny
 ENGINE_ARGS = (
     "--backend", "vllm",
@@ -337,9 +337,12 @@ async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(
     victim's stream goes on without a gap or a repeat, with exactly max_tokens tokens, and is what
     an uninterrupted greedy run gives."""
     rng = random.Random(3)
-    # long enough that both victims still run when the top call arrives, even on a fast host
-    # (prompt + max_tokens within MAX_LEN)
-    n_victim = 800
+    # Long enough that both victims still run when the top call reaches the engine, even on a
+    # fast host (1,800 tokens take >= 1.8 s at 1 ms a step; prompt + max_tokens within MAX_LEN).
+    # The set-up is kept short: the caller sees a call's first tokens only once its start is
+    # written to Postgres, so waiting for each victim's tokens in turn (then sleeping) had let
+    # the first victim run ~800 tokens on a fast CI host and finish before the top call came.
+    n_victim = 1800
     prompts = [_ids(rng, 200) for _ in range(2)]
     victims = []
     for i, pr in enumerate(prompts):
@@ -348,14 +351,24 @@ async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(
                 _request("e2e-bulk", f"v{i}", prompt_token_ids=pr, sampling=_greedy(n_victim))
             )
         )
-        await _wait_tokens(victims[-1])
+        # v0 reaches the engine first: the later arrival is the one to preempt among equals
+        deadline = time.monotonic() + 30
+        while victims[-1].call_id is None:
+            assert time.monotonic() < deadline, "victim not accepted"
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+    for v in victims:
+        await _wait_tokens(v)
     for v in victims:
         assert v.call_id is not None
         ctl = Control(action="set_level", call_id=v.call_id, level=3, seq=1 << 30)
         await nc.publish(stack.subjects.control(ENGINE), encode(ctl))
-    await asyncio.sleep(0.2)
+    await nc.flush()
+    await asyncio.sleep(0.05)  # the controls go straight to the engine; the top call has 2 hops
     before = [len(v.streamed_tokens()) for v in victims]
-    assert all(0 < b < n_victim for b in before), "victims must still be running"
+    print(f"\nvictims at {before} tokens when the top call is sent")
+    # >= 400 tokens to go: the top call, two hops behind, reaches the engine while both run
+    assert all(0 < b < n_victim - 400 for b in before), "victims must still be running"
     top = await wire.submit(
         _request("e2e-vip", prompt_token_ids=_ids(rng, 20), sampling=_greedy(8))
     )
@@ -408,8 +421,14 @@ async def test_bad_requests_get_typed_errors_and_the_engine_stays_up(
     async with client.program("e2e-bad") as p:
         cases: list[tuple[dict[str, Any], ErrorCode]] = [
             # longer than the model allows (prompt + max_tokens > max_model_len)
-            (dict(prompt_token_ids=_ids(rng, 1000), max_tokens=100), ErrorCode.prompt_too_long),
-            (dict(prompt_token_ids=_ids(rng, 2000), max_tokens=1), ErrorCode.prompt_too_long),
+            (
+                dict(prompt_token_ids=_ids(rng, MAX_LEN - 24), max_tokens=100),
+                ErrorCode.prompt_too_long,
+            ),
+            (
+                dict(prompt_token_ids=_ids(rng, MAX_LEN + 1000), max_tokens=1),
+                ErrorCode.prompt_too_long,
+            ),
             # token ids outside the model's vocabulary (would crash vLLM's engine core unchecked)
             (dict(prompt_token_ids=[1, 2, VOCAB + 5], max_tokens=3), ErrorCode.validation_error),
             (
@@ -427,7 +446,7 @@ async def test_bad_requests_get_typed_errors_and_the_engine_stays_up(
             assert err.value.code == code, err.value
             assert not err.value.retryable and err.value.call_id is not None
             errors.append(err.value)
-        assert "1024-token context" in str(errors[0])
+        assert f"{MAX_LEN}-token context" in str(errors[0])
         assert "token ids must be in [0, 4096)" in str(errors[2])
         ok = await p.call(prompt_token_ids=_ids(rng, 10), sampling=_greedy(3))
         assert len(ok.token_ids) == 3 and ok.engine.backend == "vllm"
