@@ -328,6 +328,47 @@ async def test_engine_queues_calls_and_vllm_never_holds_more_than_the_batch(
     assert after[-1].steps > base_steps and after[-1].busy_s > 0
 
 
+async def _two_running_victims(
+    wire: TimedRecorder,
+    nc: Any,
+    stack: Stack,
+    prompts: list[list[int]],
+    n_victim: int,
+    attempt: int,
+) -> tuple[list[WireCall], list[int]]:
+    """Start two long calls of one program, v0 first, wait until both stream, demote both to
+    level 3 at the engine (as the scheduler's policy would); their streamed token counts."""
+    victims = []
+    for i, pr in enumerate(prompts):
+        victims.append(
+            await wire.submit(
+                _request(
+                    f"e2e-bulk{attempt}",
+                    f"v{i}",
+                    prompt_token_ids=pr,
+                    sampling=_greedy(n_victim),
+                )
+            )
+        )
+        # v0 reaches the engine first: the later arrival is the one to preempt among equals
+        deadline = time.monotonic() + 30
+        while victims[-1].call_id is None:
+            assert time.monotonic() < deadline, "victim not accepted"
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 60
+    while not all(v.streamed_tokens() or v.done.is_set() for v in victims):
+        assert time.monotonic() < deadline, "no tokens streamed in time"
+        await asyncio.sleep(0.01)
+    for v in victims:
+        assert v.call_id is not None
+        ctl = Control(action="set_level", call_id=v.call_id, level=3, seq=1 << 30)
+        await nc.publish(stack.subjects.control(ENGINE), encode(ctl))
+    await nc.flush()
+    await asyncio.sleep(0.05)  # the controls go straight to the engine; the top call has 2 hops
+    return victims, [len(v.streamed_tokens()) for v in victims]
+
+
 async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(
     wire: TimedRecorder, nc: Any, stack: Stack, module_settings: Settings
 ) -> None:
@@ -342,35 +383,21 @@ async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(
     # The set-up is kept short: the caller sees a call's first tokens only once its start is
     # written to Postgres, so waiting for each victim's tokens in turn (then sleeping) had let
     # the first victim run ~800 tokens on a fast CI host and finish before the top call came.
+    # On a starved box (2 vCPUs, vLLM's worker and its spinning engine core, a busy neighbour)
+    # the first tokens can still come too late to stage the scene: then it is staged again.
     n_victim = 1800
     prompts = [_ids(rng, 200) for _ in range(2)]
-    victims = []
-    for i, pr in enumerate(prompts):
-        victims.append(
-            await wire.submit(
-                _request("e2e-bulk", f"v{i}", prompt_token_ids=pr, sampling=_greedy(n_victim))
-            )
-        )
-        # v0 reaches the engine first: the later arrival is the one to preempt among equals
-        deadline = time.monotonic() + 30
-        while victims[-1].call_id is None:
-            assert time.monotonic() < deadline, "victim not accepted"
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.05)
-    for v in victims:
-        await _wait_tokens(v)
-    for v in victims:
-        assert v.call_id is not None
-        ctl = Control(action="set_level", call_id=v.call_id, level=3, seq=1 << 30)
-        await nc.publish(stack.subjects.control(ENGINE), encode(ctl))
-    await nc.flush()
-    await asyncio.sleep(0.05)  # the controls go straight to the engine; the top call has 2 hops
-    before = [len(v.streamed_tokens()) for v in victims]
-    print(f"\nvictims at {before} tokens when the top call is sent")
-    # >= 400 tokens to go: the top call, two hops behind, reaches the engine while both run
-    assert all(0 < b < n_victim - 400 for b in before), "victims must still be running"
+    for attempt in range(3):
+        victims, before = await _two_running_victims(wire, nc, stack, prompts, n_victim, attempt)
+        print(f"\nvictims at {before} tokens when the top call is sent (attempt {attempt})")
+        # >= 400 tokens to go: the top call, two hops behind, reaches the engine while both run
+        if all(0 < b < n_victim - 400 for b in before):
+            break
+        await asyncio.wait_for(asyncio.gather(*(v.done.wait() for v in victims)), 120)
+    else:
+        pytest.fail(f"victims never seen running with >= 400 tokens to go: {before}")
     top = await wire.submit(
-        _request("e2e-vip", prompt_token_ids=_ids(rng, 20), sampling=_greedy(8))
+        _request(f"e2e-vip{attempt}", prompt_token_ids=_ids(rng, 20), sampling=_greedy(8))
     )
     await asyncio.wait_for(asyncio.gather(top.done.wait(), *(v.done.wait() for v in victims)), 120)
     top_final = _assert_uninterrupted(top, 8)
@@ -387,15 +414,19 @@ async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(
     )
     kinds = [r["kind"] for r in rows]
     assert kinds.count("preempt") == 1 and kinds[-1] == "finish"
-    # resume cost as the caller sees it: the longest pause in the victim's stream covers the
-    # abort, the top call's whole run and the cached re-prefill of 200 + k tokens
+    # resume cost as the caller sees it: the pause in the victim's stream around the top call's
+    # end covers the abort, the top call's whole run and the cached re-prefill of 200 + k tokens
     times = wire.times[victim.token]
     delta_times = [
         t for t, m in zip(times, victim.messages, strict=True) if isinstance(m, TokenDelta)
     ]
-    stall = max(b - a for a, b in itertools.pairwise(delta_times))
+    stall = next(b - a for a, b in itertools.pairwise(delta_times) if a < top.finished <= b)
+    longest = max(b - a for a, b in itertools.pairwise(delta_times))
     top_run = top_final.timing.run_s
-    print(f"\nvictim stall {stall * 1000:.0f} ms (top call ran {top_run * 1000:.0f} ms)")
+    print(
+        f"\nvictim stall at the preemption {stall * 1000:.0f} ms, longest {longest * 1000:.0f} ms"
+        f" (top call ran {top_run * 1000:.0f} ms)"
+    )
     assert stall < 5.0
     # exactness: an uninterrupted greedy run of the victim's prompt gives the same tokens
     ref = await wire.run(

@@ -23,6 +23,8 @@ from autellix.telemetry import setup_logging, setup_tracing
 EXIT_NOT_MIGRATED = 3
 EXIT_START_FAILED = 1
 CRASH_ENV = "AUTELLIX_TEST_CRASH_AT"
+STALL_ENV = "AUTELLIX_LOOP_STALL_S"  # log a warning when the event loop is this late (s)
+STALL_DEFAULT_S = 0.25
 
 
 class CrashPoint:
@@ -100,6 +102,9 @@ async def _main(name: str, build: Builder, settings: Settings, log: Any) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    watch = asyncio.ensure_future(
+        watch_loop(log, float(os.environ.get(STALL_ENV, STALL_DEFAULT_S)))
+    )
     service = await build(settings, log)
     starting = asyncio.ensure_future(service.start())
     stopping = asyncio.ensure_future(stop.wait())
@@ -126,4 +131,22 @@ async def _main(name: str, build: Builder, settings: Settings, log: Any) -> int:
         log.exception("unclean stop", error=repr(exc))
         return EXIT_START_FAILED
     log.info(f"{name} stopped")
+    watch.cancel()
     return 0
+
+
+async def watch_loop(log: Any, threshold_s: float, tick_s: float = 0.05) -> None:
+    """Log `event loop stalled` whenever this process's event loop ran a tick late by more than
+    `threshold_s`: a callback that blocked it, or a process starved of CPU. Why: every token a
+    service relays and every Postgres write it makes waits on this loop, so a stall shows up as
+    a pause in callers' streams; the log line says which process paused and for how long.
+    `threshold_s <= 0` turns it off."""
+    if threshold_s <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(tick_s)
+        late = loop.time() - t0 - tick_s
+        if late > threshold_s:
+            log.warning("event loop stalled", late_ms=round(late * 1000, 1))
