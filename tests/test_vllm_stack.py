@@ -336,8 +336,9 @@ async def _two_running_victims(
     n_victim: int,
     attempt: int,
 ) -> tuple[list[WireCall], list[int]]:
-    """Start two long calls of one program, v0 first, wait until both stream, demote both to
-    level 3 at the engine (as the scheduler's policy would); their streamed token counts."""
+    """Start two long calls of one program, wait until both stream, demote both to level 3 at
+    the engine (as the scheduler's policy would), v1 ranked below v0; their streamed token
+    counts."""
     victims = []
     for i, pr in enumerate(prompts):
         victims.append(
@@ -350,7 +351,6 @@ async def _two_running_victims(
                 )
             )
         )
-        # v0 reaches the engine first: the later arrival is the one to preempt among equals
         deadline = time.monotonic() + 30
         while victims[-1].call_id is None:
             assert time.monotonic() < deadline, "victim not accepted"
@@ -360,9 +360,13 @@ async def _two_running_victims(
     while not all(v.streamed_tokens() or v.done.is_set() for v in victims):
         assert time.monotonic() < deadline, "no tokens streamed in time"
         await asyncio.sleep(0.01)
-    for v in victims:
+    for i, v in enumerate(victims):
         assert v.call_id is not None
-        ctl = Control(action="set_level", call_id=v.call_id, level=3, seq=1 << 30)
+        # one level, v1 ranked below v0 inside it (a larger tiebreak): v1 is the victim, whatever
+        # order they reached the engine in (CI once saw v1 dispatched first: [1, 0])
+        ctl = Control(
+            action="set_level", call_id=v.call_id, level=3, tiebreak=float(i + 1), seq=1 << 30
+        )
         await nc.publish(stack.subjects.control(ENGINE), encode(ctl))
     await nc.flush()
     await asyncio.sleep(0.05)  # the controls go straight to the engine; the top call has 2 hops
@@ -373,7 +377,7 @@ async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(
     wire: TimedRecorder, nc: Any, stack: Stack, module_settings: Settings
 ) -> None:
     """Two long calls fill the batch and are demoted (as the scheduler's policy would do); a
-    new program's call arrives at level 0: the engine aborts the latest-arrived victim in vLLM and
+    new program's call arrives at level 0: the engine aborts the lower-ranked victim in vLLM and
     resumes it later as a continuation (prompt + tokens so far), hitting the prefix cache. The
     victim's stream goes on without a gap or a repeat, with exactly max_tokens tokens, and is what
     an uninterrupted greedy run gives."""
@@ -403,7 +407,7 @@ async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(
     top_final = _assert_uninterrupted(top, 8)
     assert top_final.preemptions == 0 and top_final.level == 0
     finals = [_assert_uninterrupted(v, n_victim) for v in victims]
-    assert [f.preemptions for f in finals] == [0, 1]  # the later arrival among equals
+    assert [f.preemptions for f in finals] == [0, 1]  # the lower-ranked one
     victim = victims[1]
     assert top.finished is not None and victim.finished is not None
     assert top.finished < victim.finished
