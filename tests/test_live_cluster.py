@@ -97,9 +97,12 @@ async def test_locality_pins_long_prompts_and_the_guard_spreads_overload(
     assert "pinned to least-loaded" in d0["reason"]
     other = next(e for e in ENGINES if e != pinned)
 
-    # a burst of long calls of the pinned program: affinity until the load is skewed
+    # a burst of long calls of the pinned program: affinity until the load is skewed. Each call
+    # runs 1.5 s (150 tokens at 0.01 s), so the pinned engine (2 slots) serves 1.3 calls/s and
+    # its queue builds past the guard even when a loaded CI box dispatches the burst slowly
+    # (40-token calls once drained as fast as they came: loads [3, 2], nothing moved)
     burst = [
-        await wire.submit(_req("loc-pinned", f"t{i}", 40, prompt_tokens=100)) for i in range(1, 15)
+        await wire.submit(_req("loc-pinned", f"t{i}", 150, prompt_tokens=100)) for i in range(1, 15)
     ]
     shorts = [await wire.submit(_req("loc-short", f"s{i}", 5, prompt_tokens=20)) for i in range(4)]
     await _done(burst + shorts)
