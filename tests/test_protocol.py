@@ -19,6 +19,7 @@ from autellix.protocol import (
     CallError,
     CallFinal,
     CallRequest,
+    EngineHeartbeat,
     EngineInfo,
     ErrorCode,
     ProgramReply,
@@ -124,3 +125,47 @@ def test_every_reply_round_trips() -> None:
     ]
     for r in replies:
         assert CALL_REPLY.validate_json(encode(r)) == r
+
+
+def test_a_newer_peers_extra_fields_are_ignored_a_callers_typo_is_not() -> None:
+    """Compatibility within protocol v1: what services send may grow optional fields, and a peer
+    not yet upgraded (a client library, a scheduler replica mid rolling upgrade) still reads it;
+    what callers send stays strict, so `max_token` for `max_tokens` is an error, not a default."""
+    final = {
+        "type": "final",
+        "call_id": "c",
+        "program_id": "p",
+        "finish_reason": "length",
+        "token_ids": [1],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "cached_tokens": 0, "new": 1},
+        "timing": {
+            "accepted_at": "2026-12-06T00:00:00Z",
+            "finished_at": "2026-12-06T00:00:01Z",
+            "queue_s": 0.1,
+            "run_s": 0.9,
+        },
+        "engine": {"engine_id": "e", "backend": "sim", "model": "m", "gpu": "h200"},
+        "from_a_newer_server": {"x": 1},
+    }
+    parsed = CALL_REPLY.validate_json(json.dumps(final))
+    assert isinstance(parsed, CallFinal) and parsed.usage.completion_tokens == 1
+    assert "from_a_newer_server" not in parsed.model_dump()
+    hb = EngineHeartbeat(
+        engine_id="e",
+        backend="sim",
+        model="m",
+        max_batch=4,
+        running=1,
+        waiting=0,
+        at=datetime.now(UTC),
+    )
+    newer = {**json.loads(encode(hb)), "power_watts": 700}
+    assert EngineHeartbeat.model_validate_json(json.dumps(newer)) == hb
+
+    typo = parse_call_request(b'{"program_id": "p", "prompt": "hi", "max_token": 5}')
+    assert isinstance(typo, CallError) and typo.code == ErrorCode.validation_error
+    assert "max_token" in typo.message
+    nested = parse_call_request(
+        b'{"program_id": "p", "prompt": "hi", "sampling": {"temprature": 0.5}}'
+    )
+    assert isinstance(nested, CallError) and "temprature" in nested.message

@@ -34,7 +34,20 @@ Id = Annotated[str, Field(pattern=_ID_RE, description="1-128 chars: letters, dig
 
 
 class _Msg(BaseModel):
+    """What callers send (requests): unknown fields are an error, so a caller's typo
+    (`max_token`) is reported instead of silently ignored."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Extensible(BaseModel):
+    """What services send (replies to callers, and messages between services): unknown fields
+    are ignored. Why: within protocol v1 a newer service may add optional fields, and the peers
+    not yet upgraded (a client library, a scheduler replica during a rolling upgrade) must keep
+    reading its messages. Fields are only ever added, optional; removing or retyping one is a
+    new protocol version (docs/protocol.md, "Compatibility")."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 # --------------------------------------------------------------------------- subjects
@@ -202,7 +215,7 @@ class CallCancel(_Msg):
         return self
 
 
-class ProgramStats(_Msg):
+class ProgramStats(_Extensible):
     calls: int
     calls_finished: int
     prompt_tokens: int
@@ -211,7 +224,7 @@ class ProgramStats(_Msg):
     waiting_s: float
 
 
-class ProgramReply(_Msg):
+class ProgramReply(_Extensible):
     type: Literal["program"] = "program"
     program_id: str
     status: Literal["open", "closed", "expired"]
@@ -236,14 +249,14 @@ class ErrorCode(StrEnum):
     internal = "internal"
 
 
-class CallAccepted(_Msg):
+class CallAccepted(_Extensible):
     type: Literal["accepted"] = "accepted"
     call_id: str
     program_id: str
     duplicate: bool = Field(default=False, description="true when client_call_id was seen before")
 
 
-class TokenDelta(_Msg):
+class TokenDelta(_Extensible):
     type: Literal["delta"] = "delta"
     call_id: str
     offset: int = Field(ge=0, description="index of token_ids[0] within the completion")
@@ -251,13 +264,13 @@ class TokenDelta(_Msg):
     text: str | None = None
 
 
-class Usage(_Msg):
+class Usage(_Extensible):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
 
 
-class Timing(_Msg):
+class Timing(_Extensible):
     """Wall-clock timestamps (UTC) of the call's life, and derived durations in seconds."""
 
     accepted_at: datetime
@@ -268,13 +281,13 @@ class Timing(_Msg):
     run_s: float = Field(description="time spent admitted in an engine batch")
 
 
-class EngineInfo(_Msg):
+class EngineInfo(_Extensible):
     engine_id: str
     backend: str = Field(description='"sim" (simulated) or "vllm" (real)')
     model: str
 
 
-class CallFinal(_Msg):
+class CallFinal(_Extensible):
     type: Literal["final"] = "final"
     call_id: str
     program_id: str
@@ -288,7 +301,7 @@ class CallFinal(_Msg):
     level: int = 0
 
 
-class CallError(_Msg):
+class CallError(_Extensible):
     type: Literal["error"] = "error"
     call_id: str | None = None
     code: ErrorCode
@@ -297,7 +310,7 @@ class CallError(_Msg):
     details: list[dict[str, Any]] | None = None
 
 
-class CallCancelReply(_Msg):
+class CallCancelReply(_Extensible):
     """Answer to `CallCancel`. `outcome`: `cancelled` (this request ended the call: its caller
     got `CallError(cancelled)` and its engine, if any, a `Control(cancel)`), `already_cancelled`,
     `already_finished` (it ended otherwise first; `status` says how), or `unknown` (no such
@@ -323,7 +336,7 @@ CALL_REPLY = TypeAdapter(CallReply)
 # --------------------------------------------------------------------------- internal
 
 
-class ScheduleCall(_Msg):
+class ScheduleCall(_Extensible):
     """Frontend → scheduler (JetStream): a call accepted and stored; Postgres has the payload."""
 
     type: Literal["schedule"] = "schedule"
@@ -334,7 +347,7 @@ class ScheduleCall(_Msg):
     reason: str = "new"  # new | redispatch (engine lost) | resume
 
 
-class Dispatch(_Msg):
+class Dispatch(_Extensible):
     """Scheduler → engine (JetStream, subject per engine and level)."""
 
     type: Literal["dispatch"] = "dispatch"
@@ -372,7 +385,7 @@ class Dispatch(_Msg):
     )
 
 
-class Control(_Msg):
+class Control(_Extensible):
     """Scheduler → engine control (idempotent): preempt a call, move it to a level, cancel it.
 
     `seq` is the call's control counter in Postgres (`calls.control_seq`, bumped in the same
@@ -391,7 +404,7 @@ class Control(_Msg):
     )
 
 
-class EngineWork(_Msg):
+class EngineWork(_Extensible):
     """What an engine's backend has done since it started (cumulative counters, from the
     backend's own per-step statistics; the vLLM backend fills them). Why in heartbeats: whether a
     policy is slower because the engine ran slower steps, ran fewer calls per step, or had more
@@ -419,7 +432,7 @@ class EngineWork(_Msg):
         }
 
 
-class EngineHeartbeat(_Msg):
+class EngineHeartbeat(_Extensible):
     type: Literal["heartbeat"] = "heartbeat"
     engine_id: str
     backend: str
@@ -439,7 +452,7 @@ class EngineHeartbeat(_Msg):
     )
 
 
-class CallProgress(_Msg):
+class CallProgress(_Extensible):
     call_id: str
     program_id: str
     thread_id: str
@@ -451,7 +464,7 @@ class CallProgress(_Msg):
     run_s: float | None = Field(default=None, description="seconds admitted in a batch so far")
 
 
-class ServiceReport(_Msg):
+class ServiceReport(_Extensible):
     """Engine → schedulers: progress of running calls (bounded rate) for service accounting."""
 
     type: Literal["report"] = "report"
