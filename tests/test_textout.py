@@ -260,3 +260,33 @@ def test_a_window_that_decodes_to_nothing_is_not_trusted() -> None:
     out = OutputText(sentencepiece, ["zz"])
     assert not out.check(toks)
     assert out.final(toks) == sentencepiece(toks) == "a" + " a" * 11 + " c"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    toks=st.lists(st.integers(0, len(BYTE_VOCAB) - 1), max_size=40),
+    stops=st.sampled_from([[], ["zz"], ["€ a"]]),
+    flush_every=st.integers(min_value=1, max_value=3),
+)
+def test_a_character_split_over_tokens_is_streamed_whole(
+    toks: list[int], stops: list[str], flush_every: int
+) -> None:
+    """Byte-level tokens, flushed every 1-3 tokens: the streamed deltas add up to the final
+    text, so a U+FFFD that a delta ended with (a character not complete yet) never reaches the
+    caller in place of the character it became (invalid bytes stay U+FFFD in both)."""
+    out = OutputText(byte_level, stops)
+    got, sent, stopped = stream(out, toks, flush_every)
+    final = out.final(toks[:sent] if stopped else toks)
+    assert got == final
+
+
+def test_split_euro_sign_waits_for_its_last_byte() -> None:
+    toks = [0, 5]  # "a", then the first two bytes of "€" (e2 82)
+    out = OutputText(byte_level, [])
+    assert byte_level(toks) == "a\ufffd"
+    assert out.releasable(toks) == 1  # "a" only: the rest is not a character yet
+    toks.append(6)  # ac: "€" complete
+    assert out.releasable(toks) == 3 and out.delta(toks, 1, 3) == "€"
+    toks.append(2)  # c3: the start of another character
+    assert out.releasable(toks, sent=3) == 3  # nothing new yet, never less than what was sent
+    assert out.releasable([2, 2], sent=0) == 0  # invalid bytes wait for a whole character

@@ -44,14 +44,20 @@ class WholePrefixOutputText:
         n = len(tokens)
         if self.stop_tokens is not None:
             return self.stop_tokens
-        if not self.stops or self._holdback == 0:
-            return n
         full = self.text(tokens)
         if full is None:
             return n
+        if not self.stops or self._holdback == 0:
+            return self._whole_characters(tokens, n)
         limit = len(full) - self._holdback
         k = n
         while k > 0 and len(self.text(tokens, k) or "") > limit:
+            k -= 1
+        return self._whole_characters(tokens, k)
+
+    def _whole_characters(self, tokens: Sequence[int], k: int) -> int:
+        """The largest j <= k whose text does not end in U+FFFD."""
+        while k > 0 and (self.text(tokens, k) or "").endswith("\ufffd"):
             k -= 1
         return k
 

@@ -472,7 +472,7 @@ class EngineRunner:
         if call.sent >= len(call.tokens) or call.call_id in self._unconfirmed:
             return  # nothing new, or not yet known to be ours: no tokens to the caller yet
         out = self._text(call)
-        upto = len(call.tokens) if final else out.releasable(call.tokens)
+        upto = len(call.tokens) if final else out.releasable(call.tokens, call.sent)
         if upto <= call.sent:
             return
         if not call.dispatch.request.stream:

@@ -281,24 +281,40 @@ class OutputText:
             self._searched, self._checked = lens[k], k
         return False
 
-    def releasable(self, tokens: Sequence[int]) -> int:
+    def releasable(self, tokens: Sequence[int], sent: int = 0) -> int:
         """How many of the output tokens may be streamed now: all of them without stop strings;
-        with them, those whose text ends at least `holdback` characters before the end."""
+        with them, those whose text ends at least `holdback` characters before the end. Either
+        way not a tail whose text ends in U+FFFD (`_whole_characters`); `sent` tokens are
+        already streamed, the answer is then at least that."""
         n = len(tokens)
         if self.stop_tokens is not None:
             return self.stop_tokens
-        if not self.stops or self._holdback == 0:
-            return n
         if not self._known(tokens, n):
-            return n
+            return n  # no tokenizer: no text, no stop strings
+        if not self.stops or self._holdback == 0:
+            return self._whole_characters(n, sent)
         lens = self._pre.lens
         limit = lens[n] - self._holdback
         if self._pre.monotone:  # the largest k whose text is no longer than `limit`
-            return max(0, bisect_right(lens, limit, 0, n + 1) - 1)
-        k = n
-        while k > 0 and lens[k] > limit:
-            k -= 1
-        return k
+            k = max(0, bisect_right(lens, limit, 0, n + 1) - 1)
+        else:
+            k = n
+            while k > 0 and lens[k] > limit:
+                k -= 1
+        return self._whole_characters(k, sent)
+
+    def _whole_characters(self, k: int, sent: int) -> int:
+        """The largest j <= k (and >= `sent`) whose text does not end in U+FFFD. Why: a
+        character split over tokens (byte-level BPE) decodes to U+FFFD until its last byte
+        comes, and a delta is the difference of two prefixes' texts, so a delta ending in that
+        U+FFFD would leave it in the caller's concatenated stream where the final text has the
+        real character. vLLM's detokenizer holds such text back the same way; invalid bytes
+        that stay U+FFFD are sent with the next whole character (or at the end)."""
+        for j in range(k, max(0, sent) - 1, -1):
+            length = self._pre.length(j)
+            if length == 0 or self._pre.slice(j, length - 1, length) != REPLACEMENT:
+                return j
+        return max(0, min(sent, k))
 
     def delta(self, tokens: Sequence[int], start: int, end: int) -> str | None:
         """Text added by tokens[start:end], as the difference of two prefixes' texts; clipped to
