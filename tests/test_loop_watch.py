@@ -6,7 +6,9 @@ import asyncio
 import time
 from typing import Any
 
-from autellix.service_runtime import watch_loop
+import pytest
+
+from autellix.service_runtime import STALL_DEFAULT_S, STALL_ENV, stall_threshold, watch_loop
 
 
 class _Log:
@@ -34,3 +36,17 @@ async def test_threshold_zero_turns_it_off() -> None:
     log = _Log()
     await asyncio.wait_for(watch_loop(log, threshold_s=0), 1)  # returns at once
     assert log.warnings == []
+
+
+def test_the_threshold_comes_from_the_environment_and_a_bad_value_is_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = _Log()
+    monkeypatch.delenv(STALL_ENV, raising=False)
+    assert stall_threshold(log) == STALL_DEFAULT_S
+    monkeypatch.setenv(STALL_ENV, "0.5")
+    assert stall_threshold(log) == 0.5
+    monkeypatch.setenv(STALL_ENV, "half a second")
+    assert stall_threshold(log) == STALL_DEFAULT_S
+    ((event, fields),) = log.warnings
+    assert STALL_ENV in event and fields["value"] == "half a second"

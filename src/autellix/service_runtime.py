@@ -102,9 +102,7 @@ async def _main(name: str, build: Builder, settings: Settings, log: Any) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    watch = asyncio.ensure_future(
-        watch_loop(log, float(os.environ.get(STALL_ENV, STALL_DEFAULT_S)))
-    )
+    watch = asyncio.ensure_future(watch_loop(log, stall_threshold(log)))
     service = await build(settings, log)
     starting = asyncio.ensure_future(service.start())
     stopping = asyncio.ensure_future(stop.wait())
@@ -131,8 +129,23 @@ async def _main(name: str, build: Builder, settings: Settings, log: Any) -> int:
         log.exception("unclean stop", error=repr(exc))
         return EXIT_START_FAILED
     log.info(f"{name} stopped")
-    watch.cancel()
+    watch.cancel()  # (asyncio.run cancels it on the early returns)
     return 0
+
+
+def stall_threshold(log: Any) -> float:
+    """`AUTELLIX_LOOP_STALL_S` in seconds; a value that is not a number is logged and the
+    default used (a typo in a diagnostic setting must not stop a service)."""
+    raw = os.environ.get(STALL_ENV)
+    if raw is None or not raw.strip():
+        return STALL_DEFAULT_S
+    try:
+        return float(raw)
+    except ValueError:
+        log.warning(
+            f"{STALL_ENV} is not a number; using the default", value=raw, default=STALL_DEFAULT_S
+        )
+        return STALL_DEFAULT_S
 
 
 async def watch_loop(log: Any, threshold_s: float, tick_s: float = 0.05) -> None:
