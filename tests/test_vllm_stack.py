@@ -339,23 +339,13 @@ async def _two_running_victims(
     """Start two long calls of one program, wait until both stream, demote both to level 3 at
     the engine (as the scheduler's policy would), v1 ranked below v0; their streamed token
     counts."""
-    victims = []
-    for i, pr in enumerate(prompts):
-        victims.append(
-            await wire.submit(
-                _request(
-                    f"e2e-bulk{attempt}",
-                    f"v{i}",
-                    prompt_token_ids=pr,
-                    sampling=_greedy(n_victim),
-                )
-            )
+    # back to back: their order of arrival does not matter, the ranks below decide the victim
+    victims = [
+        await wire.submit(
+            _request(f"e2e-bulk{attempt}", f"v{i}", prompt_token_ids=pr, sampling=_greedy(n_victim))
         )
-        deadline = time.monotonic() + 30
-        while victims[-1].call_id is None:
-            assert time.monotonic() < deadline, "victim not accepted"
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.05)
+        for i, pr in enumerate(prompts)
+    ]
     deadline = time.monotonic() + 60
     while not all(v.streamed_tokens() or v.done.is_set() for v in victims):
         assert time.monotonic() < deadline, "no tokens streamed in time"

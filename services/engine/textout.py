@@ -310,11 +310,11 @@ class OutputText:
         U+FFFD would leave it in the caller's concatenated stream where the final text has the
         real character. vLLM's detokenizer holds such text back the same way; invalid bytes
         that stay U+FFFD are sent with the next whole character (or at the end)."""
-        for j in range(k, max(0, sent) - 1, -1):
+        for j in range(k, sent - 1, -1):
             length = self._pre.length(j)
             if length == 0 or self._pre.slice(j, length - 1, length) != REPLACEMENT:
                 return j
-        return max(0, min(sent, k))
+        return min(sent, k)
 
     def delta(self, tokens: Sequence[int], start: int, end: int) -> str | None:
         """Text added by tokens[start:end], as the difference of two prefixes' texts; clipped to
