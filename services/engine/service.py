@@ -41,7 +41,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autellix import bus
+from autellix import bus, direct
 from autellix.protocol import Control, Dispatch, EngineHeartbeat, Subjects, encode
 from autellix.services.engine.backends import create_backend
 from autellix.services.engine.runner import EngineRunner, RunnerConfig
@@ -63,6 +63,9 @@ class EngineOptions:
     drain_timeout_s: float = 20.0
     orphan_sweep_s: float = 30.0
     ack_delay_s: float = 0.005  # Dispatch acks are sent in groups (see `_ack_soon`)
+    #: direct Dispatch offers (`autellix.direct`) are refused while this many calls wait in
+    #: the local queues: a backlog stays in JetStream
+    direct_backlog: int = 256
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def resolved_id(self) -> str:
@@ -93,6 +96,9 @@ class EngineService:
         self._acks: list[Any] = []
         self._ack_handle: asyncio.TimerHandle | None = None
         self._ack_tasks: set[asyncio.Task[None]] = set()
+        self._direct_sub: Any = None
+        self.direct_taken = 0
+        self.direct_refused = 0
 
     def ready_fields(self) -> dict[str, Any]:
         return {
@@ -153,6 +159,9 @@ class EngineService:
         self.consumer = bus.PullConsumer(self.nc, self.subjects.dispatch_stream, durable)
         await self.consumer.start()
         await self.nc.subscribe(self.subjects.control(self.engine_id), cb=self._on_control)
+        self._direct_sub = await self.nc.subscribe(
+            self.subjects.dispatch_direct(self.engine_id), cb=self._on_direct
+        )
         await self._heartbeat_once()
         for coro in (
             self._consume(),
@@ -177,6 +186,19 @@ class EngineService:
             while msg is not None:
                 await self._take(msg)
                 msg = await consumer.next(None) if consumer.pending() else None
+
+    async def _on_direct(self, msg: Any) -> None:
+        """A Dispatch offered directly: taken like one from JetStream (answered when it would
+        have been acked), unless we are draining or already hold a backlog."""
+        assert self.runner is not None and self.consumer is not None
+        if self.draining or len(self.runner.queues) + self.consumer.pending() >= (
+            self.opts.direct_backlog
+        ):
+            self.direct_refused += 1
+            await direct.refuse(self.nc, msg, "draining" if self.draining else "busy")
+            return
+        self.direct_taken += 1
+        self.consumer.inject(direct.DirectMsg(self.nc, msg))
 
     async def _take(self, msg: Any) -> None:
         assert self.runner is not None
@@ -307,12 +329,17 @@ class EngineService:
     async def stop(self) -> None:
         assert self.runner is not None and self.consumer is not None
         self.draining = True
+        if self._direct_sub is not None:  # schedulers fall back to JetStream from now on
+            with contextlib.suppress(Exception):
+                await self._direct_sub.unsubscribe()
         with contextlib.suppress(Exception):
             await self._heartbeat_once()  # tell schedulers now: no new calls for us
         for t in self._tasks:
             if t.get_coro().__name__ in ("_consume", "_report_loop", "_progress_loop"):
                 t.cancel()
-        await self.consumer.stop()
+        for msg in await self.consumer.stop():  # received, never taken
+            if isinstance(msg, direct.DirectMsg):  # JetStream redelivers the others
+                await msg.refuse("draining")
         if self._ack_handle is not None:  # what was taken is ours: ack it before draining
             self._ack_handle.cancel()
         self._ack_now()
@@ -343,6 +370,8 @@ class EngineService:
             finished=self.runner.finished,
             failed=self.runner.failed,
             preemptions=self.runner.preemptions,
+            direct_taken=self.direct_taken,
+            direct_refused=self.direct_refused,
             handed_back=len(left),
         )
         if self.backend_failure is not None:

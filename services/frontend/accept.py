@@ -10,9 +10,12 @@ Accepting a call (`accept_call`):
    refuses with `program_closed`), call insert (idempotent on (program_id, client_call_id)),
    thread upsert;
 2. answer `CallAccepted` (through the caller-supplied `send`);
-3. publish `ScheduleCall` to JetStream (`Nats-Msg-Id` = call id: a retried publish is stored
-   once), retried a few times. Answering first keeps the inbox order the protocol promises
-   (accepted before any delta); the call is already durable in Postgres at that point.
+3. offer the `ScheduleCall` to the schedulers directly (core NATS request to the queue group,
+   `autellix.direct`): taken means a replica has dispatched it; otherwise (busy, no replica,
+   no answer within the direct timeout) publish it to JetStream (`Nats-Msg-Id` = call id: a
+   retried publish is stored once), retried a few times. Answering first keeps the inbox order
+   the protocol promises (accepted before any delta); the call is already durable in Postgres
+   at that point.
 
 If the publish still fails after the insert committed, the call is accepted anyway (it is
 durable in Postgres) and the schedulers' **reconciler** republishes every call left `queued`
@@ -66,6 +69,8 @@ class FrontendContext:
     publish_attempts: int = 3
     crash: CrashPoint = field(default_factory=CrashPoint)
     publisher: AsyncPublisher | None = None  # None: one JetStream request per publish
+    direct: bool = False  # offer ScheduleCalls to the schedulers directly first (`direct.py`)
+    direct_timeout_s: float = 1.0
 
 
 @dataclass
@@ -134,23 +139,24 @@ async def _schedule(
     schedule = ScheduleCall(
         call_id=accepted.call_id, program_id=accepted.program_id, reply_to=reply_to
     )
+    payload = encode(schedule)
     try:
         if ctx.publisher is not None:  # PubAcks on one subscription (no request per call)
-            await ctx.publisher.publish(
-                [
-                    Outgoing(
-                        ctx.subjects.sched_calls,
-                        encode(schedule),
-                        bus.schedule_msg_id(accepted.call_id, 0),
-                        headers,
-                    )
-                ]
+            out = Outgoing(
+                ctx.subjects.sched_calls,
+                payload,
+                bus.schedule_msg_id(accepted.call_id, 0),
+                headers,
+                direct_subject=ctx.subjects.sched_direct,
             )
+            if ctx.direct and not await ctx.publisher.offer([out], ctx.direct_timeout_s):
+                return True  # a scheduler replica dispatched it (or found nothing to do)
+            await ctx.publisher.publish([out])
         else:
             await bus.publish_js(
                 ctx.js,
                 ctx.subjects.sched_calls,
-                encode(schedule),
+                payload,
                 bus.schedule_msg_id(accepted.call_id, 0),
                 headers=headers,
                 attempts=ctx.publish_attempts,

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from autellix import bus, telemetry
+from autellix import bus, direct, telemetry
 from autellix.protocol import (
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -87,7 +87,7 @@ class FrontendService:
         self.rejected = 0
 
     def ready_fields(self) -> dict[str, Any]:
-        return {"submit": self.subjects.submit}
+        return {"submit": self.subjects.submit, "direct_hops": direct.enabled()}
 
     async def start(self) -> None:
         assert self.settings.nats_url and self.settings.database_url
@@ -103,7 +103,13 @@ class FrontendService:
         publisher = AsyncPublisher(self.nc, attempts=3)
         await publisher.start()
         self.ctx = FrontendContext(
-            pool=pool, js=js, subjects=self.subjects, log=self.log, publisher=publisher
+            pool=pool,
+            js=js,
+            subjects=self.subjects,
+            log=self.log,
+            publisher=publisher,
+            direct=direct.enabled(),
+            direct_timeout_s=direct.timeout_s(),
         )
         for subject, handler in (
             (self.subjects.submit, self._on_submit),
@@ -215,7 +221,14 @@ class FrontendService:
             await self.nc.drain()
         if self.ctx is not None:
             await self.ctx.pool.close()
-        self.log.info("frontend totals", accepted=self.accepted, rejected=self.rejected)
+        self.log.info(
+            "frontend totals",
+            accepted=self.accepted,
+            rejected=self.rejected,
+            direct_offers=dict(self.ctx.publisher.offers)
+            if self.ctx and self.ctx.publisher
+            else {},
+        )
 
 
 async def build(settings: Settings, log: Any, concurrency: int = 256) -> FrontendService:

@@ -10,7 +10,9 @@ available when a batch starts joins it, up to `batch` — one message when the s
      conditional transitions `queued (attempts = k) → dispatched (attempts = k+1, engine,
      level)` with their `dispatch` event rows and program pins: one statement → publish each
      `Dispatch(attempt=k)` to `engine.<id>.q.<level>` on JetStream with `Nats-Msg-Id =
-     "<call>:<k>"` (all of the batch at once, PubAcks on one subscription: `jspub.py`) → ack;
+     "<call>:<k>"` (all of the batch at once, PubAcks on one subscription: `jspub.py`), or
+     first offered to the engine directly (`autellix.direct`: core NATS, JetStream only for
+     what the engine did not take) → ack;
    * dispatched → a previous handler (maybe on another replica, maybe killed) made the
      transition but may not have published: publish the same Dispatch again (same message id:
      JetStream drops it if the first one got through) → ack;
@@ -82,6 +84,8 @@ class Dispatcher:
         policy: LivePolicy | None = None,
         no_engine_timeout_s: float = 60.0,
         retry_delay_s: float = 0.5,
+        direct: bool = False,
+        direct_timeout_s: float = 1.0,
     ) -> None:
         self.pool = pool
         self.nc = nc
@@ -93,6 +97,8 @@ class Dispatcher:
         self.policy = policy or LivePolicy.build()
         self.no_engine_timeout_s = no_engine_timeout_s
         self.retry_delay_s = retry_delay_s
+        self.direct = direct
+        self.direct_timeout_s = direct_timeout_s
         self.dispatched = 0
         self.republished = 0
         self.batches = 0
@@ -196,16 +202,24 @@ class Dispatcher:
                     lost = await q.load_call(self.pool, call_id)  # lost a race: see who won
                     if lost is not None and lost.status == "dispatched" and lost.attempts > 0:
                         republish[call_id] = lost
-            await self.publisher.publish(publishes)
+            await self._send(publishes)
             for _ in publishes:
                 self._crash("after_publish")
             self.dispatched += len(publishes)
         if republish:
-            await self.publisher.publish(
-                [self._outgoing(c, attempt=c.attempts - 1) for c in republish.values()]
-            )
+            again = [self._outgoing(c, attempt=c.attempts - 1) for c in republish.values()]
+            await self._send(again)
             self.republished += len(republish)
         return outcomes
+
+    async def _send(self, items: list[Outgoing]) -> None:
+        """Deliver Dispatches: offered to their engines directly first when enabled, the rest
+        (and everything otherwise) through JetStream; returns once every one is delivered or
+        stored, and raises if JetStream did not store the rest (the batch is then not acked)."""
+        if self.direct and items:
+            items = await self.publisher.offer(items, self.direct_timeout_s)
+        if items:
+            await self.publisher.publish(items)
 
     def _dispatch(
         self,
@@ -252,7 +266,10 @@ class Dispatcher:
             payload = self._traced_dispatch(call, attempt, decision, engine_id)
         level = decision.level if decision is not None else call.level
         return Outgoing(
-            self.subjects.dispatch(engine_id, level), payload, bus.dispatch_msg_id(call.id, attempt)
+            self.subjects.dispatch(engine_id, level),
+            payload,
+            bus.dispatch_msg_id(call.id, attempt),
+            direct_subject=self.subjects.dispatch_direct(engine_id),
         )
 
     def _traced(self) -> bool:

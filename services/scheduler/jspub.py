@@ -14,6 +14,7 @@ its own input (JetStream redelivers it and the publish is retried from Postgres'
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -28,12 +29,19 @@ class PublishError(RuntimeError):
     """JetStream refused or did not acknowledge a publish."""
 
 
+class NotTaken(RuntimeError):
+    """A direct offer was answered `taken=false` (`autellix.direct`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     subject: str
     payload: bytes
     msg_id: str
     headers: dict[str, str] | None = None
+    #: core subject of a direct offer of this message (`offer`); the JetStream `subject` is
+    #: where it goes when the offer is not taken
+    direct_subject: str | None = None
 
 
 class AsyncPublisher:
@@ -46,6 +54,8 @@ class AsyncPublisher:
         self._tokens = itertools.count()
         self._sub: Any = None
         self._lock = asyncio.Lock()
+        #: direct offers by outcome: taken, and not taken by reason (timeout, no_responders, ...)
+        self.offers: collections.Counter[str] = collections.Counter()
 
     async def start(self) -> None:
         """Subscribe to the PubAck inbox (idempotent; `publish` calls it if needed)."""
@@ -75,7 +85,12 @@ class AsyncPublisher:
         except ValueError:
             fut.set_exception(PublishError(f"bad PubAck: {msg.data[:200]!r}"))
             return
-        if isinstance(ack, dict) and ack.get("error"):
+        if isinstance(ack, dict) and ack.get("type") == "direct_reply":
+            if ack.get("taken") is True:
+                fut.set_result(None)
+            else:
+                fut.set_exception(NotTaken(str(ack.get("reason") or "refused")))
+        elif isinstance(ack, dict) and ack.get("error"):
             fut.set_exception(PublishError(f"JetStream refused the publish: {ack['error']}"))
         else:
             fut.set_result(None)
@@ -122,6 +137,48 @@ class AsyncPublisher:
                 await asyncio.sleep(delay)
                 delay *= 4
         raise PublishError(f"{len(todo)} JetStream publishes not acknowledged")
+
+    async def offer(self, items: Sequence[Outgoing], timeout_s: float) -> list[Outgoing]:
+        """Offer every item directly (core NATS request, `autellix.direct`); return the ones not
+        taken within `timeout_s`, for the caller to publish to JetStream. Never raises for a
+        refusal, a timeout or a missing receiver: those are what the fallback is for."""
+        if not items:
+            return []
+        if self._sub is None:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        waiting: dict[asyncio.Future[None], Outgoing] = {}
+        for it in items:
+            token = str(next(self._tokens))
+            fut: asyncio.Future[None] = loop.create_future()
+            self._futs[token] = fut
+            waiting[fut] = it
+            await self.nc.publish(
+                it.direct_subject or it.subject,
+                it.payload,
+                reply=f"{self._prefix}.{token}",
+                headers=it.headers,
+            )
+        done, pending = await asyncio.wait(waiting, timeout=timeout_s)
+        left: list[Outgoing] = []
+        for f in pending:
+            f.cancel()
+            left.append(waiting[f])
+            self.offers["timeout"] += 1
+        for f in done:
+            exc = f.exception()
+            if exc is None:
+                self.offers["taken"] += 1
+                continue
+            left.append(waiting[f])
+            if isinstance(exc, NotTaken):
+                self.offers[str(exc)] += 1
+            elif isinstance(exc, NoRespondersError):
+                self.offers["no_responders"] += 1
+            else:
+                self.offers["error"] += 1
+        self._forget(waiting)
+        return left
 
     def _forget(self, waiting: dict[asyncio.Future[None], Outgoing]) -> None:
         if len(self._futs) > 4 * max(1, len(waiting)) + 1024:  # drop tokens of timed-out tries

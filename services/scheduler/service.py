@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autellix import bus
+from autellix import bus, direct
 from autellix.protocol import EngineHeartbeat, Subjects
 from autellix.services.scheduler.accounting import ServiceAccounting
 from autellix.services.scheduler.decide import LivePolicy
@@ -53,6 +53,9 @@ class SchedulerOptions:
     fold_interval_s: float = 0.05
     starvation_interval_s: float = 0.5
     program_idle_ttl_s: float = 600.0
+    #: direct offers (`autellix.direct`) are refused while this many ScheduleCalls are held:
+    #: a backlog stays in JetStream (ordered, bounded memory) instead of in this process
+    direct_backlog: int = 64
 
 
 class SchedulerService:
@@ -69,6 +72,10 @@ class SchedulerService:
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._sem = asyncio.Semaphore(options.concurrency)
+        self._held = 0  # ScheduleCalls received and not yet done (queued here or in a batch)
+        self.direct_taken = 0
+        self.direct_refused = 0
+        self._direct_sub: Any = None
         self.nc: Any = None
         self.pool: Any = None
         self.dispatch_pool: Any = None
@@ -81,6 +88,7 @@ class SchedulerService:
         return {
             "replica": self.actor,
             "engines": len(self.registry.live()),
+            "direct_hops": direct.enabled(),
             **self.policy.describe(),
         }
 
@@ -118,6 +126,8 @@ class SchedulerService:
             policy=self.policy,
             no_engine_timeout_s=self.opts.no_engine_timeout_s,
             retry_delay_s=self.opts.retry_delay_s,
+            direct=direct.enabled(),
+            direct_timeout_s=direct.timeout_s(),
         )
         await self.dispatcher.publisher.start()
         self.accounting = ServiceAccounting(
@@ -144,6 +154,10 @@ class SchedulerService:
             batch=max(1, min(self.opts.concurrency * 2, 1024)),
         )
         await self.consumer.start()
+        # direct offers from frontends (`autellix.direct`): one queue group for all replicas
+        self._direct_sub = await self.nc.subscribe(
+            self.subjects.sched_direct, queue="scheduler", cb=self._on_direct
+        )
         maintenance = self.maintenance = Maintenance(
             pool=self.pool,
             js=js,
@@ -168,6 +182,17 @@ class SchedulerService:
         except ValidationError as exc:
             self.log.warning("invalid heartbeat ignored", error=str(exc)[:300])
 
+    async def _on_direct(self, msg: Any) -> None:
+        """A ScheduleCall offered directly: handled like one from JetStream unless this replica
+        already holds a backlog (then the frontend publishes it to JetStream)."""
+        consumer = self.consumer
+        if consumer is None or self._held + consumer.pending() >= self.opts.direct_backlog:
+            self.direct_refused += 1
+            await direct.refuse(self.nc, msg, "busy")
+            return
+        self.direct_taken += 1
+        consumer.inject(direct.DirectMsg(self.nc, msg))
+
     async def _consume(self) -> None:
         """Form batches from whatever has arrived (one message when quiet), each message
         holding one of `concurrency` slots until its batch is done."""
@@ -186,6 +211,7 @@ class SchedulerService:
                     break
                 await self._sem.acquire()
                 batch.append(msg)
+            self._held += len(batch)
             task = asyncio.create_task(self._handle(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -201,11 +227,15 @@ class SchedulerService:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=1.0)
         finally:
+            self._held -= len(batch)
             for _ in batch:
                 self._sem.release()
 
     async def stop(self) -> None:
         assert self.consumer is not None
+        if self._direct_sub is not None:  # frontends fall back to JetStream from now on
+            with contextlib.suppress(Exception):
+                await self._direct_sub.unsubscribe()
         for t in self._tasks:
             t.cancel()
         left = await self.consumer.stop()
@@ -228,6 +258,9 @@ class SchedulerService:
                 "scheduler totals",
                 dispatched=self.dispatcher.dispatched,
                 republished=self.dispatcher.republished,
+                direct_taken=self.direct_taken,
+                direct_refused=self.direct_refused,
+                direct_offers=dict(self.dispatcher.publisher.offers),
                 batches=self.dispatcher.batches,
                 reports=acc.reports if acc else 0,
                 folds=acc.folds if acc else 0,

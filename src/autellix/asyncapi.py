@@ -35,6 +35,7 @@ def _messages() -> dict[str, type[BaseModel]]:
         "CallCancelReply": protocol.CallCancelReply,
         "ScheduleCall": protocol.ScheduleCall,
         "Dispatch": protocol.Dispatch,
+        "DirectReply": protocol.DirectReply,
         "Control": protocol.Control,
         "EngineHeartbeat": protocol.EngineHeartbeat,
         "ServiceReport": protocol.ServiceReport,
@@ -72,6 +73,7 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
         "CallError",
         "ProgramReply",
         "CallCancelReply",
+        "DirectReply",
     }
 
     def msg(name: str, summary: str) -> dict[str, Any]:
@@ -102,6 +104,9 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
         "CallCancelReply": msg("CallCancelReply", "Whether the cancel ended the call, or why not."),
         "ScheduleCall": msg("ScheduleCall", "Internal: frontend → schedulers (JetStream)."),
         "Dispatch": msg("Dispatch", "Internal: scheduler → one engine at one MLFQ level."),
+        "DirectReply": msg(
+            "DirectReply", "Internal: answer to a direct offer (taken, or use JetStream)."
+        ),
         "Control": msg("Control", "Internal: preempt / set_level / cancel (idempotent)."),
         "EngineHeartbeat": msg("EngineHeartbeat", "Internal: engine liveness and load."),
         "ServiceReport": msg("ServiceReport", "Internal: per-call progress (service accounting)."),
@@ -140,6 +145,22 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
             f"`{s.scheduler_durable}` shared by all scheduler replicas.",
             "messages": refs("ScheduleCall"),
         },
+        "schedDirect": {
+            "address": s.sched_direct,
+            "description": "Core request/reply, queue group `scheduler`: a ScheduleCall offered "
+            "to the schedulers directly; answered DirectReply. Not taken, or no answer in time "
+            "→ the frontend publishes it to schedCalls (docs/protocol.md, Direct hops).",
+            "messages": refs("ScheduleCall"),
+        },
+        "dispatchDirect": {
+            "address": f"{s.dispatch_prefix}.{{engineId}}.direct",
+            "description": "Core request/reply: a Dispatch offered to one engine directly; "
+            "answered DirectReply. Not taken, or no answer in time → the scheduler publishes "
+            "it to dispatch.",
+            "parameters": engine_param,
+            "messages": refs("Dispatch"),
+        },
+        "directReplies": {"address": None, "messages": refs("DirectReply")},
         "dispatch": {
             "address": f"{s.dispatch_prefix}.{{engineId}}.q.{{level}}",
             "description": f"JetStream stream `{s.dispatch_stream}`.",
@@ -179,6 +200,12 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
         "cancelCall": op("send", "cancel", "Cancel a call", reply="cancelReplies"),
         "scheduleCall": op("send", "schedCalls", "Frontend enqueues an accepted call"),
         "dispatchCall": op("send", "dispatch", "Scheduler dispatches to an engine level"),
+        "offerScheduleCall": op(
+            "send", "schedDirect", "Frontend offers a call to the schedulers", reply="directReplies"
+        ),
+        "offerDispatch": op(
+            "send", "dispatchDirect", "Scheduler offers a call to an engine", reply="directReplies"
+        ),
         "controlEngine": op(
             "send", "control", "Scheduler preempts / re-levels a call; frontend cancels one"
         ),

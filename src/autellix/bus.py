@@ -277,6 +277,11 @@ class PullConsumer:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def inject(self, msg: Any) -> None:
+        """Queue a message that came another way (a direct offer, `autellix.direct`) behind
+        the ones already received, to be handled by the same code."""
+        self._queue.put_nowait(msg)
+
     async def stop(self) -> list[Msg]:
         """Stop pulling; return messages received but not handed out (caller naks them)."""
         self._closed = True

@@ -74,6 +74,9 @@ class Subjects:
         self.cancel = f"{root}.call.cancel"
         #: JetStream (stream `calls_stream`): accepted calls waiting for a scheduler decision
         self.sched_calls = f"{root}.sched.call"
+        #: core request/reply, queue group of the schedulers: the direct hop (`direct.py`),
+        #: `ScheduleCall` → `DirectReply`; not taken → the frontend uses `sched_calls`
+        self.sched_direct = f"{root}.sched.direct"
         #: JetStream (stream `dispatch_stream`): `Dispatch` for one engine and MLFQ level
         self.dispatch_prefix = f"{root}.engine"
         #: core: `EngineHeartbeat` from every engine
@@ -101,6 +104,12 @@ class Subjects:
     def dispatch_wildcard(self) -> str:
         return f"{self.dispatch_prefix}.*.q.*"
 
+    def dispatch_direct(self, engine_id: str) -> str:
+        """Core request/reply subject of one engine's direct hop: `Dispatch` → `DirectReply`
+        (not taken → the scheduler publishes to `dispatch(engine_id, level)`). Outside the
+        dispatch stream's `engine.*.q.*`, so JetStream never stores or acknowledges it."""
+        return f"{self.dispatch_prefix}.{engine_id}.direct"
+
     def control(self, engine_id: str) -> str:
         """Core subject for `Control` messages (preempt, set_level, cancel) to one engine."""
         return f"{self.dispatch_prefix}.{engine_id}.control"
@@ -113,7 +122,9 @@ class Subjects:
             "program_close": self.program_close,
             "cancel": self.cancel,
             "sched_calls": self.sched_calls,
+            "sched_direct": self.sched_direct,
             "dispatch": self.dispatch("<engine_id>", 0).replace(".q.0", ".q.<level>"),
+            "dispatch_direct": self.dispatch_direct("<engine_id>"),
             "control": self.control("<engine_id>"),
             "heartbeat": self.heartbeat,
             "reports": self.reports,
@@ -385,6 +396,18 @@ class Dispatch(_Extensible):
     )
 
 
+class DirectReply(_Extensible):
+    """Answer to a direct hop (`ScheduleCall` to a scheduler, `Dispatch` to an engine, over core
+    NATS request/reply). `taken`: the receiver did what a JetStream ack would have meant (the
+    scheduler dispatched the call or found nothing to do; the engine holds the call). Otherwise,
+    or without an answer in time, the sender falls back to the JetStream subject; see
+    `autellix.direct` for why that is always safe."""
+
+    type: Literal["direct_reply"] = "direct_reply"
+    taken: bool
+    reason: str = Field(default="", description="why not taken: busy, draining, retry, invalid")
+
+
 class Control(_Extensible):
     """Scheduler → engine control (idempotent): preempt a call, move it to a level, cancel it.
 
@@ -536,6 +559,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "call_cancel_reply": CallCancelReply,
         "schedule_call": ScheduleCall,
         "dispatch": Dispatch,
+        "direct_reply": DirectReply,
         "control": Control,
         "engine_heartbeat": EngineHeartbeat,
         "service_report": ServiceReport,

@@ -1,0 +1,215 @@
+"""Direct hops (`autellix.direct`): core NATS offers in front of the two JetStream queues.
+
+* `AsyncPublisher.offer` returns what was not taken, whatever the reason: refused, no receiver,
+  no answer in time; `DirectMsg` answers once, the way a JetStream ack/nak would have.
+* Through real service processes (real NATS, Postgres, sim engine): with direct hops on, calls
+  cross neither JetStream queue (both streams stay empty); a call the scheduler cannot place
+  yet (no engine) falls back to the durable queue and is served once an engine comes; a
+  scheduler that never answers is bypassed after the direct timeout; with
+  `AUTELLIX_DIRECT_HOPS=off` every call takes the JetStream path, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import nats
+import pytest_asyncio
+from svc_stack import Stack, WireRecorder
+
+from autellix import direct
+from autellix.protocol import CallFinal, CallRequest, SamplingParams, Subjects
+from autellix.services.scheduler.jspub import AsyncPublisher, Outgoing
+from autellix.settings import Settings
+
+
+def test_settings_from_environment() -> None:
+    assert direct.enabled({}) is True
+    assert direct.enabled({direct.ENV_DIRECT: "off"}) is False
+    assert direct.enabled({direct.ENV_DIRECT: "0"}) is False
+    assert direct.enabled({direct.ENV_DIRECT: "on"}) is True
+    assert direct.timeout_s({}) == direct.DEFAULT_TIMEOUT_S
+    assert direct.timeout_s({direct.ENV_DIRECT_TIMEOUT: "0.25"}) == 0.25
+    assert direct.timeout_s({direct.ENV_DIRECT_TIMEOUT: "soon"}) == direct.DEFAULT_TIMEOUT_S
+    assert direct.timeout_s({direct.ENV_DIRECT_TIMEOUT: "-1"}) == direct.DEFAULT_TIMEOUT_S
+
+
+async def test_offer_returns_what_was_not_taken(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    base = f"direct-test.{uuid.uuid4().hex[:8]}"
+    answers: list[bytes] = []
+
+    async def taker(msg: Any) -> None:
+        m = direct.DirectMsg(nc, msg)
+        await m.ack()
+        await m.nak()  # a second answer is never sent
+
+    async def naker(msg: Any) -> None:
+        await direct.DirectMsg(nc, msg).nak(delay=1.0)
+
+    async def terminator(msg: Any) -> None:
+        await direct.DirectMsg(nc, msg).term()
+
+    async def silent(msg: Any) -> None:
+        return None
+
+    async def record(msg: Any) -> None:
+        answers.append(msg.data)
+
+    for name, cb in (("take", taker), ("nak", naker), ("term", terminator), ("silent", silent)):
+        await nc.subscribe(f"{base}.{name}", cb=cb)
+    pub = AsyncPublisher(nc)
+    try:
+        items = {
+            name: Outgoing(
+                f"{base}.js.{name}", name.encode(), name, direct_subject=f"{base}.{name}"
+            )
+            for name in ("take", "nak", "term", "silent", "nobody")
+        }
+        left = await pub.offer(list(items.values()), timeout_s=0.5)
+        assert sorted(o.msg_id for o in left) == ["nak", "nobody", "silent", "term"]
+        # what comes back keeps its JetStream subject and message id for the fallback
+        assert {o.subject for o in left} == {
+            f"{base}.js.{n}" for n in ("nak", "nobody", "silent", "term")
+        }
+        assert pub.offers == {
+            "taken": 1,
+            "retry": 1,
+            "invalid": 1,
+            "timeout": 1,
+            "no_responders": 1,
+        }
+        # exactly one answer per DirectMsg, even when the code acks and then naks
+        inbox = nc.new_inbox()
+        await nc.subscribe(inbox, cb=record)
+        await nc.publish(f"{base}.take", b"x", reply=inbox)
+        await nc.flush()
+        await asyncio.sleep(0.3)
+        assert [json.loads(a) for a in answers] == [
+            {"type": "direct_reply", "taken": True, "reason": ""}
+        ]
+        assert await pub.offer([], timeout_s=0.1) == []
+    finally:
+        await pub.stop()
+        await nc.close()
+
+
+# --------------------------------------------------------------------------- through the stack
+
+
+async def _stream_seq(nats_url: str, stream: str) -> int:
+    """How many messages the stream ever stored (work queues delete them once acked)."""
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        return int(info.state.last_seq)
+    finally:
+        await nc.close()
+
+
+def _req(program: str, i: int) -> CallRequest:
+    return CallRequest(
+        program_id=program,
+        thread_id=f"t{i}",
+        prompt_token_ids=[5, 6, 7 + i],
+        sampling=SamplingParams(max_tokens=4, ignore_eos=True),
+    )
+
+
+async def _run(wire: WireRecorder, program: str, n: int) -> list[CallFinal]:
+    calls = [await wire.submit(_req(program, i)) for i in range(n)]
+    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in calls)), 60)
+    finals = [c.final for c in calls]
+    assert [len(f.token_ids) for f in finals] == [4] * n
+    assert all(len(c.terminal) == 1 for c in calls)  # answered exactly once on the wire
+    return finals
+
+
+@pytest_asyncio.fixture
+async def fresh(
+    nats_url: str, make_database: Callable[..., str], namespace: str, tmp_path: Any
+) -> AsyncIterator[tuple[Stack, WireRecorder]]:
+    ns = f"{namespace}_d{uuid.uuid4().hex[:6]}"
+    settings = Settings(nats_url=nats_url, database_url=make_database(), namespace=ns)
+    stack = Stack(settings, tmp_path / "logs")
+    nc = await nats.connect(nats_url)
+    wire = await WireRecorder(nc, Subjects(ns)).start()
+    try:
+        yield stack, wire
+    finally:
+        await wire.stop()
+        await nc.close()
+        await stack.stop()
+
+
+async def test_direct_hops_skip_both_queues_and_fall_back_without_an_engine(
+    fresh: tuple[Stack, WireRecorder], nats_url: str
+) -> None:
+    stack, wire = fresh
+    subjects = stack.subjects
+    stack.start("frontend", "frontend")
+    stack.start("scheduler", "scheduler", "--retry-delay", "0.2")
+    await stack.wait_ready("frontend", "scheduler")
+    # no engine yet: the scheduler cannot place it, says so, and the call goes to JetStream
+    early = await wire.submit(_req("direct-prog", 99))
+    await asyncio.sleep(1.0)
+    assert await _stream_seq(nats_url, subjects.calls_stream) == 1
+    assert not early.done.is_set()
+    stack.start_engine("eng-d", "--backend", "sim")
+    await stack.wait_ready("eng-d")
+    await asyncio.wait_for(early.done.wait(), 60)
+    assert len(early.final.token_ids) == 4
+    # with scheduler and engine there, calls take the direct hops only
+    await _run(wire, "direct-prog", 6)
+    assert await _stream_seq(nats_url, subjects.calls_stream) == 1  # still only the early one
+    assert await _stream_seq(nats_url, subjects.dispatch_stream) == 0
+    await stack.stop()
+    sched_log = stack.logs("scheduler")
+    assert '"direct_offers": {"taken": 7}' in sched_log, sched_log[-2000:]
+
+
+async def test_a_silent_scheduler_is_bypassed_after_the_direct_timeout(
+    fresh: tuple[Stack, WireRecorder], nats_url: str
+) -> None:
+    """A receiver in the schedulers' queue group that never answers (hung, or killed between
+    taking an offer and answering): the frontend publishes to JetStream after the timeout."""
+    stack, wire = fresh
+    subjects = stack.subjects
+    env = {direct.ENV_DIRECT_TIMEOUT: "0.3"}
+    stack.start("frontend", "frontend", env=env)
+    stack.start("scheduler", "scheduler", env=env)
+    stack.start_engine("eng-s", "--backend", "sim")
+    await stack.wait_ready()
+    nc = await nats.connect(nats_url)
+    swallowed: list[bytes] = []
+
+    async def swallow(msg: Any) -> None:
+        swallowed.append(msg.data)
+
+    await nc.subscribe(subjects.sched_direct, queue="scheduler", cb=swallow)
+    await nc.flush()
+    try:
+        await _run(wire, "silent-prog", 12)
+    finally:
+        await nc.close()
+    assert swallowed, "NATS never picked the silent member of the queue group"
+    assert await _stream_seq(nats_url, subjects.calls_stream) >= len(swallowed)
+
+
+async def test_direct_hops_off_uses_jetstream_for_every_call(
+    fresh: tuple[Stack, WireRecorder], nats_url: str
+) -> None:
+    stack, wire = fresh
+    subjects = stack.subjects
+    env = {direct.ENV_DIRECT: "off"}
+    stack.start("frontend", "frontend", env=env)
+    stack.start("scheduler", "scheduler", env=env)
+    stack.start_engine("eng-o", "--backend", "sim")
+    await stack.wait_ready()
+    await _run(wire, "off-prog", 5)
+    assert await _stream_seq(nats_url, subjects.calls_stream) == 5
+    assert await _stream_seq(nats_url, subjects.dispatch_stream) == 5
