@@ -148,6 +148,11 @@ def test_bench_overhead_writes_three_keys(tmp_path: Path, nats_url: str, pg_admi
     assert data["decisions_per_s"] > 0
     assert data["sequential"]["calls"] == 5
     assert data["burst"]["accepted"] == 30 and data["burst"]["dispatched"] == 30
+    # side by side with direct hops off: two alternating rounds of 5 calls per setting
+    ab = data["direct_vs_jetstream"]
+    assert ab["direct"]["calls"] == ab["jetstream"]["calls"] == 10
+    assert len(ab["direct"]["p50_ms_per_round"]) == 2
+    assert ab["jetstream_over_direct"]["p50"] > 0
 
 
 # --------------------------------------------------------------------------- pure parts

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import nats
+import pytest
 import pytest_asyncio
 from svc_stack import Stack, WireRecorder
 
@@ -71,11 +72,14 @@ async def test_offer_returns_what_was_not_taken(nats_url: str) -> None:
             for name in ("take", "nak", "term", "silent", "nobody")
         }
         left = await pub.offer(list(items.values()), timeout_s=0.5)
-        assert sorted(o.msg_id for o in left) == ["nak", "nobody", "silent", "term"]
+        assert sorted((o.msg_id, why) for o, why in left) == [
+            ("nak", "retry"),
+            ("nobody", "no_responders"),
+            ("silent", "timeout"),
+            ("term", "invalid"),
+        ]
         # what comes back keeps its JetStream subject and message id for the fallback
-        assert {o.subject for o in left} == {
-            f"{base}.js.{n}" for n in ("nak", "nobody", "silent", "term")
-        }
+        assert all(o.subject == f"{base}.js.{o.msg_id}" for o, _ in left)
         assert pub.offers == {
             "taken": 1,
             "retry": 1,
@@ -96,6 +100,24 @@ async def test_offer_returns_what_was_not_taken(nats_url: str) -> None:
     finally:
         await pub.stop()
         await nc.close()
+
+
+def test_gate_pauses_a_receiver_after_a_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(direct.time, "monotonic", lambda: now[0])
+    gate = direct.DirectGate()
+    assert gate.open("e1")
+    gate.note("e1", "retry")  # about one message: no pause
+    gate.note("e2", "invalid")
+    assert gate.open("e1") and gate.open("e2")
+    gate.note("e1", "busy")
+    gate.note("e2", "no_responders")
+    assert not gate.open("e1") and not gate.open("e2") and gate.open("e3")
+    now[0] += direct.PAUSE_S["busy"]
+    assert gate.open("e1") and not gate.open("e2")
+    now[0] += direct.PAUSE_S["no_responders"]
+    assert gate.open("e2")
+    assert gate.skipped == 3
 
 
 # --------------------------------------------------------------------------- through the stack

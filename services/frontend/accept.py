@@ -38,6 +38,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from autellix import bus
+from autellix.direct import DirectGate
 from autellix.protocol import (
     CallAccepted,
     CallError,
@@ -71,6 +72,7 @@ class FrontendContext:
     publisher: AsyncPublisher | None = None  # None: one JetStream request per publish
     direct: bool = False  # offer ScheduleCalls to the schedulers directly first (`direct.py`)
     direct_timeout_s: float = 1.0
+    direct_gate: DirectGate = field(default_factory=DirectGate)
 
 
 @dataclass
@@ -149,8 +151,11 @@ async def _schedule(
                 headers,
                 direct_subject=ctx.subjects.sched_direct,
             )
-            if ctx.direct and not await ctx.publisher.offer([out], ctx.direct_timeout_s):
-                return True  # a scheduler replica dispatched it (or found nothing to do)
+            if ctx.direct and ctx.direct_gate.open("schedulers"):
+                left = await ctx.publisher.offer([out], ctx.direct_timeout_s)
+                if not left:
+                    return True  # a scheduler replica dispatched it (or found nothing to do)
+                ctx.direct_gate.note("schedulers", left[0][1])
             await ctx.publisher.publish([out])
         else:
             await bus.publish_js(

@@ -56,6 +56,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from autellix import bus, telemetry
+from autellix.direct import DirectGate
 from autellix.protocol import (
     CallError,
     ErrorCode,
@@ -99,6 +100,7 @@ class Dispatcher:
         self.retry_delay_s = retry_delay_s
         self.direct = direct
         self.direct_timeout_s = direct_timeout_s
+        self.direct_gate = DirectGate()  # engines that just refused are not offered for a while
         self.dispatched = 0
         self.republished = 0
         self.batches = 0
@@ -217,7 +219,14 @@ class Dispatcher:
         (and everything otherwise) through JetStream; returns once every one is delivered or
         stored, and raises if JetStream did not store the rest (the batch is then not acked)."""
         if self.direct and items:
-            items = await self.publisher.offer(items, self.direct_timeout_s)
+            offer: list[Outgoing] = []
+            stored: list[Outgoing] = []
+            for it in items:
+                (offer if self.direct_gate.open(it.direct_subject or "") else stored).append(it)
+            for it, reason in await self.publisher.offer(offer, self.direct_timeout_s):
+                self.direct_gate.note(it.direct_subject or "", reason)
+                stored.append(it)
+            items = stored
         if items:
             await self.publisher.publish(items)
 

@@ -138,9 +138,12 @@ class AsyncPublisher:
                 delay *= 4
         raise PublishError(f"{len(todo)} JetStream publishes not acknowledged")
 
-    async def offer(self, items: Sequence[Outgoing], timeout_s: float) -> list[Outgoing]:
+    async def offer(
+        self, items: Sequence[Outgoing], timeout_s: float
+    ) -> list[tuple[Outgoing, str]]:
         """Offer every item directly (core NATS request, `autellix.direct`); return the ones not
-        taken within `timeout_s`, for the caller to publish to JetStream. Never raises for a
+        taken within `timeout_s` with the reason (busy, retry, draining, invalid, timeout,
+        no_responders, error), for the caller to publish to JetStream. Never raises for a
         refusal, a timeout or a missing receiver: those are what the fallback is for."""
         if not items:
             return []
@@ -160,23 +163,22 @@ class AsyncPublisher:
                 headers=it.headers,
             )
         done, pending = await asyncio.wait(waiting, timeout=timeout_s)
-        left: list[Outgoing] = []
+        left: list[tuple[Outgoing, str]] = []
         for f in pending:
             f.cancel()
-            left.append(waiting[f])
-            self.offers["timeout"] += 1
+            left.append((waiting[f], "timeout"))
         for f in done:
             exc = f.exception()
             if exc is None:
                 self.offers["taken"] += 1
-                continue
-            left.append(waiting[f])
-            if isinstance(exc, NotTaken):
-                self.offers[str(exc)] += 1
+            elif isinstance(exc, NotTaken):
+                left.append((waiting[f], str(exc)))
             elif isinstance(exc, NoRespondersError):
-                self.offers["no_responders"] += 1
+                left.append((waiting[f], "no_responders"))
             else:
-                self.offers["error"] += 1
+                left.append((waiting[f], "error"))
+        for _, reason in left:
+            self.offers[reason] += 1
         self._forget(waiting)
         return left
 

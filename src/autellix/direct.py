@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +68,37 @@ def timeout_s(env: dict[str, str] | None = None) -> float:
     except ValueError:
         return DEFAULT_TIMEOUT_S
     return value if value > 0 else DEFAULT_TIMEOUT_S
+
+
+#: how long a sender stops offering to a receiver after each kind of "not taken" (seconds)
+PAUSE_S = {"busy": 0.25, "draining": 2.0, "no_responders": 1.0, "timeout": 1.0}
+
+
+@dataclass
+class DirectGate:
+    """Per-receiver pause after a refusal, so a sender under a burst does not pay an offer and
+    a refusal for every message before the JetStream publish it ends up making anyway.
+
+    A receiver that said busy, draining, or did not answer is not offered anything for
+    `PAUSE_S[reason]`; "retry" and "invalid" are about one message and pause nothing."""
+
+    pauses: dict[str, float] = field(default_factory=dict)  # receiver key -> monotonic until
+    skipped: int = 0
+
+    def open(self, key: str) -> bool:
+        until = self.pauses.get(key)
+        if until is None:
+            return True
+        if time.monotonic() >= until:
+            del self.pauses[key]
+            return True
+        self.skipped += 1
+        return False
+
+    def note(self, key: str, reason: str) -> None:
+        pause = PAUSE_S.get(reason)
+        if pause is not None:
+            self.pauses[key] = time.monotonic() + pause
 
 
 @dataclass(frozen=True, slots=True)

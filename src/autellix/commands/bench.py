@@ -536,6 +536,12 @@ def overhead(
         typer.Option(help="py-spy: sample the scheduler during the burst into this file."),
     ] = None,
     log_dir: Annotated[Path | None, typer.Option(help="Keep service logs here.")] = None,
+    compare_direct: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure with direct hops off (JetStream only), in alternating rounds."
+        ),
+    ] = True,
 ) -> None:
     """Control-plane overhead with a zero-work SIMULATED engine: per-call latency the frontend +
     scheduler + engine path adds (p50/p99), and one scheduler replica's decisions per second."""
@@ -550,6 +556,7 @@ def overhead(
         scheduler_concurrency=concurrency,
         py_spy_out=py_spy,
         log_dir=log_dir,
+        compare_direct=compare_direct,
     )
     with console.status("measuring control-plane overhead (zero-work SIMULATED engine) ..."):
         result = asyncio.run(run_overhead(cfg, nats_url=nats_url, database_url=database_url))

@@ -1,8 +1,9 @@
 """`bench overhead`: what the control plane costs, measured with a zero-work SIMULATED engine.
 
 1. **Per-call latency** (p50/p99): one client makes `calls` sequential one-token calls through
-   frontend → JetStream → scheduler → Postgres → JetStream → engine → client, on an engine whose
-   steps take no time, so the whole latency is control-plane overhead. The services' own
+   frontend → scheduler → Postgres → engine → client (the two inner hops direct, over core
+   NATS, with JetStream as the fallback: `autellix.direct`), on an engine whose steps take no
+   time, so the whole latency is control-plane overhead. The services' own
    timestamps (accepted, dispatched, started, finished) split it into stages, and the client's
    wall clock splits the first stage into client → frontend and finish → client (`hops_ms_*`).
    `started` is when the engine began the run (it records starts after the fact, backdated).
@@ -11,6 +12,10 @@
    dispatches them all; the rate is read from the calls' `dispatched_at` in Postgres. The engine
    of that stack is made nearly idle (batch 1, a step of an hour), so it only acks dispatches and
    takes little CPU from the scheduler being measured.
+
+With `compare_direct`, the sequential measurement runs in alternating rounds with direct hops
+on (the default deployment) and off (every call through both JetStream queues), and reports
+both side by side (`direct_vs_jetstream`: p50, p99, CPU per call and their ratios).
 
 Optionally `py-spy` samples the scheduler during the burst (`py_spy_out`: collapsed stacks,
 summarized into the share of samples per module family).
@@ -51,6 +56,8 @@ class OverheadConfig:
     burst_timeout_s: float = 300.0
     py_spy_out: Path | None = None  # collapsed stacks of the scheduler
     log_dir: Path | None = None
+    compare_direct: bool = True  # also measure with direct hops off, in alternating rounds
+    rounds: int = 2  # rounds per setting when comparing
 
 
 ZERO_WORK = SimEngineTiming(
@@ -132,6 +139,51 @@ def _stats_ms(xs: list[float]) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def _direct_hops(on: bool | None) -> Any:
+    """Services started inside see `AUTELLIX_DIRECT_HOPS` on/off (None: leave it as it is)."""
+    from autellix.direct import ENV_DIRECT
+
+    old = os.environ.get(ENV_DIRECT)
+    if on is not None:
+        os.environ[ENV_DIRECT] = "on" if on else "off"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV_DIRECT, None)
+        else:
+            os.environ[ENV_DIRECT] = old
+
+
+async def compare_direct(infra: Infra, cfg: OverheadConfig) -> dict[str, Any]:
+    """Alternating rounds (on, off, on, off, ...) of `sequential_latency`, pooled per setting."""
+    pooled: dict[str, list[dict[str, Any]]] = {"direct": [], "jetstream": []}
+    for _ in range(cfg.rounds):
+        for name, on in (("direct", True), ("jetstream", False)):
+            with _direct_hops(on):
+                pooled[name].append(await sequential_latency(infra, cfg))
+    out: dict[str, Any] = {"rounds": cfg.rounds, "calls_per_round": cfg.calls}
+    for name, runs in pooled.items():
+        lat = [x for r in runs for x in r.pop("latencies_s")]
+        cpu = [r["cpu_ms_per_call"] for r in runs]
+        out[name] = {
+            **_stats_ms(lat),
+            "calls": len(lat),
+            "p50_ms_per_round": [r["p50_ms"] for r in runs],
+            "cpu_ms_per_call": {k: statistics.fmean(c[k] for c in cpu) for k in cpu[0]},
+        }
+    d, j = out["direct"], out["jetstream"]
+    out["jetstream_over_direct"] = {
+        "p50": j["p50_ms"] / d["p50_ms"],
+        "p99": j["p99_ms"] / d["p99_ms"],
+        "cpu_per_call": j["cpu_ms_per_call"]["total"] / d["cpu_ms_per_call"]["total"],
+        "nats_cpu_per_call": j["cpu_ms_per_call"]["nats-server"]
+        / max(1e-9, d["cpu_ms_per_call"]["nats-server"]),
+    }
+    return out
+
+
 async def sequential_latency(infra: Infra, cfg: OverheadConfig) -> dict[str, Any]:
     """Per-call latency of one-token calls on a zero-work engine, with a per-stage split."""
     from autellix.client import Client
@@ -199,6 +251,7 @@ async def sequential_latency(infra: Infra, cfg: OverheadConfig) -> dict[str, Any
         "hops_ms_p50": {k: _pct(v, 50) * 1000 for k, v in hops.items()},
         "hops_ms_p99": {k: _pct(v, 99) * 1000 for k, v in hops.items()},
         "cpu_ms_per_call": cpu,
+        "latencies_s": total,
     }
 
 
@@ -387,6 +440,8 @@ async def run_overhead(
     t0 = time.perf_counter()
     async with Infra(nats_url, database_url) as infra:
         seq = await sequential_latency(infra, cfg)
+        seq.pop("latencies_s")
+        ab = await compare_direct(infra, cfg) if cfg.compare_direct else None
         dps = await decisions_per_second(infra, cfg)
         servers = infra.describe()
     result: dict[str, Any] = {
@@ -401,6 +456,7 @@ async def run_overhead(
         },
         "simulated_engine": "zero-work SIMULATED engine (sim backend, 0 s steps, 1 output token)",
         "sequential": seq,
+        "direct_vs_jetstream": ab,
         "burst": dps,
         "meta": {
             "servers": servers,
@@ -430,6 +486,7 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         + ", ".join(f"{k} {v:.2f}" for k, v in seq.get("hops_ms_p50", {}).items()),
         "  CPU per call (ms): "
         + ", ".join(f"{k} {v:.2f}" for k, v in seq.get("cpu_ms_per_call", {}).items()),
+        *_ab_lines(r.get("direct_vs_jetstream")),
         f"one scheduler replica: {r['decisions_per_s']:.0f} decisions/s over "
         f"{b.get('dispatched', 0)} queued calls ({ok[r['meets']['decisions_per_s']]} >= "
         f"{TARGETS['decisions_per_s']:g}); p10-p90 {b.get('decisions_per_s_p10_p90', 0):.0f}/s; "
@@ -448,6 +505,20 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
             "  top self time: " + "; ".join(f"{f} {v:.0%}" for f, v in spy["self_top"][:6])
         )
     return lines
+
+
+def _ab_lines(ab: dict[str, Any] | None) -> list[str]:
+    if not ab:
+        return []
+    d, j, x = ab["direct"], ab["jetstream"], ab["jetstream_over_direct"]
+    return [
+        f"side by side ({ab['rounds']} alternating rounds of {ab['calls_per_round']} calls each): "
+        f"direct hops p50 {d['p50_ms']:.2f} / p99 {d['p99_ms']:.2f} ms, CPU "
+        f"{d['cpu_ms_per_call']['total']:.2f} ms/call; JetStream only p50 {j['p50_ms']:.2f} / "
+        f"p99 {j['p99_ms']:.2f} ms, CPU {j['cpu_ms_per_call']['total']:.2f} ms/call; "
+        f"JetStream/direct: p50 {x['p50']:.2f}x, p99 {x['p99']:.2f}x, "
+        f"CPU {x['cpu_per_call']:.2f}x, NATS CPU {x['nats_cpu_per_call']:.2f}x"
+    ]
 
 
 def write_overhead(result: dict[str, Any], out: Path) -> list[Path]:
