@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 
 from autellix.livebench.plain_vllm import VllmEngineSpec
-from autellix.livebench.vllm_suite import comparisons, markdown, model_label, summarize
+from autellix.livebench.repeats import mean_runs, rotated
+from autellix.livebench.vllm_suite import (
+    comparisons,
+    markdown,
+    model_label,
+    plot,
+    summarize,
+)
 from autellix.livebench.workload import live_options, load_live_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +131,63 @@ def test_comparisons_divide_baseline_by_autellix_and_flag_saturation() -> None:
     assert one["baseline_saturated"] and one["baseline_served_fraction"] == pytest.approx(0.6)
     (light,) = comparisons([r for r in runs if r["rate"] == 0.5])
     assert not light["baseline_saturated"]
+
+
+def test_repeats_rotate_the_order_and_summarize_mean_spread_and_paired_ratios(
+    tmp_path: Path,
+) -> None:
+    assert rotated(["a", "b", "c"], 0) == ["a", "b", "c"]
+    assert rotated(["a", "b", "c"], 1) == ["b", "c", "a"]
+    assert rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+    # two repeats at one rate; in repeat 1 the baseline happened to run faster
+    runs = []
+    for k, (base, plas) in enumerate([(0.20, 0.08), (0.10, 0.08)]):
+        for rec in (_rec("vllm-fcfs", 1.0, base, 30.0, 0.6), _rec("plas", 1.0, plas, 20.0, 0.6)):
+            rec["repeat"] = k
+            runs.append(rec)
+    fcfs_mean, plas_mean = mean_runs(runs)
+    assert plas_mean["avg_latency_per_token_s"] == pytest.approx(0.08)
+    assert fcfs_mean["avg_latency_per_token_s"] == pytest.approx(0.15)
+    assert fcfs_mean["repeats"] == 2 and "repeat" not in fcfs_mean
+    spec = VllmEngineSpec(model="dummy:bench")
+    meta = {
+        "workload": "mixed",
+        "programs": 2,
+        "arrival": "poisson",
+        "seed": 0,
+        "engine": spec.describe(),
+        "model_label": model_label(spec),
+        "vllm_version": "x",
+        "machine": "m",
+        "wall_s": 1.0,
+        "load_avg_start": 0.0,
+        "load_avg_end": 0.0,
+    }
+    payload = summarize({"rates": [1.0], "meta": meta, "runs": runs})
+    (c,) = payload["comparisons"]  # the ratio of the means, not of the last repeat
+    assert c["latency_per_token_ratio"] == pytest.approx(0.15 / 0.08)
+    summary = payload["repeat_summary"]
+    assert summary["repeats"] == 2
+    spread = {e["policy"]: e for e in summary["per_policy"]}["vllm-fcfs"]
+    assert spread["avg_latency_per_token_s"]["min"] == pytest.approx(0.10)
+    assert spread["avg_latency_per_token_s"]["max"] == pytest.approx(0.20)
+    (ratio,) = summary["ratios"]
+    lpt = ratio["avg_latency_per_token_s"]
+    assert lpt["per_repeat"] == pytest.approx([2.5, 1.25]) and lpt["wins"] == 2
+    md = markdown(payload)
+    assert "## Repeats (2 of every run" in md
+    assert "| 1 | vllm-fcfs | plas | 1.88x (2.50, 1.25; better in 2) |" in md
+    assert "| 1 | 1 | plas | Autellix |" in md  # the runs table says which repeat
+    plot(payload, tmp_path / "latency.png")  # one point per policy: the means
+    assert (tmp_path / "latency.png").stat().st_size > 0
+    # a benchmark run once has no repeat block
+    single = summarize({"rates": [1.0], "meta": meta, "runs": runs[:2]})
+    assert single["repeat_summary"] is None and "## Repeats" not in markdown(single)
+
+
+def test_repeats_are_refused_without_the_vllm_backend() -> None:
+    proc = _cli("bench", "live", "--workload", "sharegpt", "--repeats", "2")
+    assert proc.returncode == 2 and "--backend vllm" in " ".join(proc.stderr.split())
 
 
 def test_run_bench_script_is_the_cli_with_its_own_defaults() -> None:

@@ -239,6 +239,14 @@ def live(
         list[str] | None,
         typer.Option(help="vllm: further VllmBackendConfig KEY=VALUE for both sides; repeat."),
     ] = None,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="vllm: run every (rate, policy) this many times, policies in rotated order;"
+            " results show mean ± sd and per-repeat ratios.",
+        ),
+    ] = 1,
 ) -> None:
     """LIVE stack: latency vs arrival rate per policy. `--backend sim`: SIMULATED engines, with
     the simulator's prediction of every run. `--backend vllm`: a REAL vLLM engine, plain vLLM
@@ -253,6 +261,8 @@ def live(
         raise typer.BadParameter(f"--workload must be one of {', '.join(WORKLOADS)}")
     if arrival not in PROCESSES:
         raise typer.BadParameter(f"--arrival must be one of {', '.join(PROCESSES)}")
+    if repeats > 1 and backend != "vllm":
+        raise typer.BadParameter("--repeats is for --backend vllm", param_hint="--repeats")
     if backend == "vllm" and engines != 1:
         raise typer.BadParameter(
             "--backend vllm runs one engine (the plain-vLLM baselines have one)",
@@ -316,7 +326,7 @@ def live(
                 for k, v in _kv(vllm_opt).items()
             ),
         )
-        vcfg = VllmBenchConfig(spec=spec, **common_cfg)
+        vcfg = VllmBenchConfig(spec=spec, repeats=repeats, **common_cfg)
         payload = _run_vllm_with_progress(vcfg, wl, **common_run)
         _write_and_print_vllm(payload, out)
         return
@@ -412,8 +422,8 @@ def _progress_run(
         return asyncio.run(run(cb))
 
 
-def _runs_total(policies: list[str], kwargs: dict[str, Any]) -> int:
-    return len(policies) * len(kwargs.get("rates") or kwargs.get("loads") or [])
+def _runs_total(policies: list[str], kwargs: dict[str, Any], repeats: int = 1) -> int:
+    return len(policies) * len(kwargs.get("rates") or kwargs.get("loads") or []) * repeats
 
 
 def _run_with_progress(cfg: LiveConfig, wl: Workload, **kwargs: Any) -> dict[str, Any]:
@@ -461,7 +471,7 @@ def _run_vllm_with_progress(cfg: VllmBenchConfig, wl: Workload, **kwargs: Any) -
     return _progress_run(
         console,
         "REAL vLLM",
-        _runs_total(cfg.policies, kwargs),
+        _runs_total(cfg.policies, kwargs, cfg.repeats),
         len(wl.programs),
         partial,
         lambda cb: run_vllm_bench(cfg, wl, callbacks=cb, **kwargs),

@@ -20,6 +20,7 @@ from autellix.client import Client
 from autellix.livebench.compare import live_vs_sim, policy_ratios
 from autellix.livebench.live import LiveConfig, live_run
 from autellix.livebench.probe import ProbeResult, probe_stack
+from autellix.livebench.repeats import rotated
 from autellix.livebench.stack import Infra, run_stack
 from autellix.sim.metrics import at_load, sustainable
 from autellix.sim.sweep import analytic_capacity
@@ -87,23 +88,36 @@ async def sweep(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every (rate, policy) run, rate-major (so a drift in the machine's load hits the policies
     compared at one rate alike), with the same arrivals for every policy at a rate. `cfg` has
-    `policies`, `seed`, `arrival`, `burst_cv`; one broken run is recorded, not fatal."""
+    `policies`, `seed`, `arrival`, `burst_cv` and maybe `repeats`: the policies of a rate then
+    run that many times, each repeat in a rotated order (`repeats.rotated`), and every record
+    says which repeat it is. One broken run is recorded, not fatal."""
     runs: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    n_repeats = max(1, int(getattr(cfg, "repeats", 1) or 1))
     for rate in rate_list:
         programs = with_arrivals(workload.programs, rate, cfg.seed, cfg.arrival, cfg.burst_cv)
-        for policy in cfg.policies:
-            cb.run_start(policy, rate, len(programs))
-            try:
-                rec = await run_one(programs, policy, rate)
-            except Exception as exc:  # one broken run must not lose the others
-                failed.append({"policy": policy, "rate": rate, "error": repr(exc)[:2000]})
-                cb.run_failed(policy, rate, exc)
-                continue
-            rec["load"] = rate / cap if cap else None
-            runs.append(rec)
-            cb.run_done(rec)
-            cb.checkpoint(runs)
+        for repeat in range(n_repeats):
+            for policy in rotated(cfg.policies, repeat):
+                cb.run_start(policy, rate, len(programs))
+                try:
+                    rec = await run_one(programs, policy, rate)
+                except Exception as exc:  # one broken run must not lose the others
+                    failed.append(
+                        {
+                            "policy": policy,
+                            "rate": rate,
+                            "repeat": repeat,
+                            "error": repr(exc)[:2000],
+                        }
+                    )
+                    cb.run_failed(policy, rate, exc)
+                    continue
+                rec["load"] = rate / cap if cap else None
+                if n_repeats > 1:
+                    rec["repeat"] = repeat
+                runs.append(rec)
+                cb.run_done(rec)
+                cb.checkpoint(runs)
     return runs, failed
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from autellix import callpath
 from autellix.driver import ProgramRun
+from autellix.livebench import repeats
 from autellix.livebench.compare import SATURATION_FACTOR
 from autellix.livebench.cpupin import ModelCorePin
 from autellix.livebench.live import LiveConfig, live_run
@@ -109,6 +110,7 @@ class VllmBenchConfig:
     log_dir: Path | None = None
     extra_scheduler_args: list[str] = field(default_factory=list)
     ready_timeout_s: float = 420.0
+    repeats: int = 1  # the whole grid this many times, policies rotated (`repeats.py`)
 
     def live_config(self) -> LiveConfig:
         """The Autellix runs' `LiveConfig` (one engine: the plain runs have one vLLM engine)."""
@@ -386,7 +388,7 @@ async def run_vllm_bench(
 
         runs, failed = await sweep(workload, cfg, rate_list, cap, cb, one)
         servers = infra.describe() if need_stack else {}
-    runs.sort(key=lambda r: (r["rate"], cfg.policies.index(r["policy"])))
+    runs.sort(key=lambda r: (r["rate"], r.get("repeat") or 0, cfg.policies.index(r["policy"])))
     spec = cfg.spec
     meta = {
         "workload": workload.name,
@@ -478,7 +480,7 @@ def comparisons(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summarize(payload: dict[str, Any]) -> dict[str, Any]:
     """(Re)compute what derives from `runs` (`bench report` calls it on old results too)."""
-    runs = payload["runs"]
+    runs = repeats.mean_runs(payload["runs"])  # one record per (rate, policy)
     sust = sustainable(runs, baselines=PLAIN_POLICIES) if runs else {}
     equal: dict[str, Any] = {}
     for pol, entry in (sust.get("policies") or {}).items():
@@ -492,6 +494,7 @@ def summarize(payload: dict[str, Any]) -> dict[str, Any]:
             "comparisons": comparisons(runs),
             "sustainable": sust,
             "throughput_at_equal_latency": equal,
+            "repeat_summary": repeats.repeat_summary(payload["runs"], PLAIN_POLICIES, is_plain),
         }
     )
     return payload
@@ -520,8 +523,10 @@ def _cell(v: Any) -> str:
 
 def run_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """One row per (rate, policy): system, the paper's metrics, failures, load average."""
+    several = repeats.repeat_count(payload["runs"]) > 1
     header = [
         "rate",
+        *(["repeat"] if several else []),
         "policy",
         "system",
         *(label for _, label in KEYS),
@@ -535,6 +540,7 @@ def run_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 f"{r['rate']:g}",
+                *([str(r.get("repeat", 0))] if several else []),
                 r["policy"],
                 "plain vLLM" if r.get("plain_vllm") else "Autellix",
                 *(_cell(r.get(k)) for k, _ in KEYS),
@@ -640,6 +646,22 @@ def markdown(payload: dict[str, Any]) -> str:
             f" prompts); rates = {meta.get('loads')} x capacity.",
         ]
     lines += ["", "## Runs", "", *_md_table(*run_rows(payload))]
+    summary = payload.get("repeat_summary")
+    if summary:
+        lines += [
+            "",
+            f"## Repeats ({summary['repeats']} of every run, policies in rotated order)",
+            "",
+            "Mean ± standard deviation (min-max) over the repeats; the ratio tables below "
+            "compare these means.",
+            "",
+            *_md_table(*repeats.summary_rows(summary)),
+            "",
+            "Baseline / Autellix of the means, then each repeat's own ratio (its runs ran "
+            "back to back), and in how many repeats Autellix was better:",
+            "",
+            *_md_table(*repeats.ratio_rows(summary)),
+        ]
     if payload.get("comparisons"):
         lines += [
             "",
@@ -703,7 +725,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = payload["runs"]
+    runs = repeats.mean_runs(payload["runs"])  # means over repeats, if any
     meta = payload["meta"]
     policies = list(dict.fromkeys(r["policy"] for r in runs))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
