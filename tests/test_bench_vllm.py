@@ -86,6 +86,24 @@ def _rec(policy: str, rate: float, lpt: float, avg: float, thr: float) -> dict[s
     }
 
 
+def _meta() -> dict[str, Any]:
+    """The `meta` block of a results.json for `markdown` (dummy:bench, one workload)."""
+    spec = VllmEngineSpec(model="dummy:bench")
+    return {
+        "workload": "mixed",
+        "programs": 2,
+        "arrival": "poisson",
+        "seed": 0,
+        "engine": spec.describe(),
+        "model_label": model_label(spec),
+        "vllm_version": "x",
+        "machine": "m",
+        "wall_s": 1.0,
+        "load_avg_start": 0.0,
+        "load_avg_end": 0.0,
+    }
+
+
 def test_comparisons_divide_baseline_by_autellix_and_flag_saturation() -> None:
     runs = [
         _rec("vllm-fcfs", 0.5, 0.02, 4.0, 0.5),
@@ -101,26 +119,7 @@ def test_comparisons_divide_baseline_by_autellix_and_flag_saturation() -> None:
     assert hi["throughput_ratio"] == pytest.approx(0.9 / 0.6)
     assert hi["baseline_saturated"] and not by[(0.5, "vllm-fcfs", "atlas")]["baseline_saturated"]
 
-    spec = VllmEngineSpec(model="dummy:bench")
-    payload = summarize(
-        {
-            "rates": [0.5, 1.0],
-            "meta": {
-                "workload": "mixed",
-                "programs": 2,
-                "arrival": "poisson",
-                "seed": 0,
-                "engine": spec.describe(),
-                "model_label": model_label(spec),
-                "vllm_version": "x",
-                "machine": "m",
-                "wall_s": 1.0,
-                "load_avg_start": 0.0,
-                "load_avg_end": 0.0,
-            },
-            "runs": runs,
-        }
-    )
+    payload = summarize({"rates": [0.5, 1.0], "meta": _meta(), "runs": runs})
     assert "vllm-fcfs" in payload["sustainable"]["policies"]
     assert set(payload["throughput_at_equal_latency"]) == {"atlas/vllm-fcfs"}
     md = markdown(payload)
@@ -149,20 +148,7 @@ def test_repeats_rotate_the_order_and_summarize_mean_spread_and_paired_ratios(
     assert plas_mean["avg_latency_per_token_s"] == pytest.approx(0.08)
     assert fcfs_mean["avg_latency_per_token_s"] == pytest.approx(0.15)
     assert fcfs_mean["repeats"] == 2 and "repeat" not in fcfs_mean
-    spec = VllmEngineSpec(model="dummy:bench")
-    meta = {
-        "workload": "mixed",
-        "programs": 2,
-        "arrival": "poisson",
-        "seed": 0,
-        "engine": spec.describe(),
-        "model_label": model_label(spec),
-        "vllm_version": "x",
-        "machine": "m",
-        "wall_s": 1.0,
-        "load_avg_start": 0.0,
-        "load_avg_end": 0.0,
-    }
+    meta = _meta()
     payload = summarize({"rates": [1.0], "meta": meta, "runs": runs})
     (c,) = payload["comparisons"]  # the ratio of the means, not of the last repeat
     assert c["latency_per_token_ratio"] == pytest.approx(0.15 / 0.08)

@@ -102,18 +102,7 @@ class AsyncPublisher:
         todo = list(items)
         delay = 0.05
         for attempt in range(self.attempts):
-            loop = asyncio.get_running_loop()
-            waiting: dict[asyncio.Future[None], Outgoing] = {}
-            for it in todo:
-                token = str(next(self._tokens))
-                fut: asyncio.Future[None] = loop.create_future()
-                self._futs[token] = fut
-                waiting[fut] = it
-                hdrs = dict(it.headers or {})
-                hdrs["Nats-Msg-Id"] = it.msg_id
-                await self.nc.publish(
-                    it.subject, it.payload, reply=f"{self._prefix}.{token}", headers=hdrs
-                )
+            waiting = await self._send(todo, direct=False)
             done, pending = await asyncio.wait(waiting, timeout=self.ack_wait_s)
             failed: list[Outgoing] = [waiting[f] for f in pending]
             error: BaseException | None = None
@@ -149,19 +138,7 @@ class AsyncPublisher:
             return []
         if self._sub is None:
             await self.start()
-        loop = asyncio.get_running_loop()
-        waiting: dict[asyncio.Future[None], Outgoing] = {}
-        for it in items:
-            token = str(next(self._tokens))
-            fut: asyncio.Future[None] = loop.create_future()
-            self._futs[token] = fut
-            waiting[fut] = it
-            await self.nc.publish(
-                it.direct_subject or it.subject,
-                it.payload,
-                reply=f"{self._prefix}.{token}",
-                headers=it.headers,
-            )
+        waiting = await self._send(items, direct=True)
         done, pending = await asyncio.wait(waiting, timeout=timeout_s)
         left: list[tuple[Outgoing, str]] = []
         for f in pending:
@@ -181,6 +158,27 @@ class AsyncPublisher:
             self.offers[reason] += 1
         self._forget(waiting)
         return left
+
+    async def _send(
+        self, items: Sequence[Outgoing], *, direct: bool
+    ) -> dict[asyncio.Future[None], Outgoing]:
+        """Publish each item with a reply subject under our inbox; the future its answer
+        resolves. JetStream: to `subject` with its message id; direct: to `direct_subject`."""
+        loop = asyncio.get_running_loop()
+        waiting: dict[asyncio.Future[None], Outgoing] = {}
+        for it in items:
+            token = str(next(self._tokens))
+            fut: asyncio.Future[None] = loop.create_future()
+            self._futs[token] = fut
+            waiting[fut] = it
+            if direct:
+                subject, hdrs = it.direct_subject or it.subject, it.headers
+            else:
+                subject, hdrs = it.subject, {**(it.headers or {}), "Nats-Msg-Id": it.msg_id}
+            await self.nc.publish(
+                subject, it.payload, reply=f"{self._prefix}.{token}", headers=hdrs
+            )
+        return waiting
 
     def _forget(self, waiting: dict[asyncio.Future[None], Outgoing]) -> None:
         if len(self._futs) > 4 * max(1, len(waiting)) + 1024:  # drop tokens of timed-out tries
