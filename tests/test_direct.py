@@ -33,10 +33,21 @@ def test_settings_from_environment() -> None:
     assert direct.enabled({direct.ENV_DIRECT: "off"}) is False
     assert direct.enabled({direct.ENV_DIRECT: "0"}) is False
     assert direct.enabled({direct.ENV_DIRECT: "on"}) is True
-    assert direct.timeout_s({}) == direct.DEFAULT_TIMEOUT_S
-    assert direct.timeout_s({direct.ENV_DIRECT_TIMEOUT: "0.25"}) == 0.25
-    assert direct.timeout_s({direct.ENV_DIRECT_TIMEOUT: "soon"}) == direct.DEFAULT_TIMEOUT_S
-    assert direct.timeout_s({direct.ENV_DIRECT_TIMEOUT: "-1"}) == direct.DEFAULT_TIMEOUT_S
+    assert direct.timeout_s(env={}) == direct.DEFAULT_TIMEOUT_S
+    assert direct.timeout_s(env={direct.ENV_DIRECT_TIMEOUT: "0.25"}) == 0.25
+    log = _Log()
+    assert direct.timeout_s(log, {direct.ENV_DIRECT_TIMEOUT: "soon"}) == direct.DEFAULT_TIMEOUT_S
+    assert direct.timeout_s(log, {direct.ENV_DIRECT_TIMEOUT: "-1"}) == direct.DEFAULT_TIMEOUT_S
+    assert [fields["value"] for _, fields in log.warnings] == ["soon", "-1"]
+    assert all(direct.ENV_DIRECT_TIMEOUT in event for event, _ in log.warnings)
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.warnings: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.warnings.append((event, fields))
 
 
 async def test_offer_returns_what_was_not_taken(nats_url: str) -> None:

@@ -112,7 +112,7 @@ class FrontendService:
             log=self.log,
             publisher=publisher,
             direct=direct.enabled(),
-            direct_timeout_s=direct.timeout_s(),
+            direct_timeout_s=direct.timeout_s(self.log),
         )
         for subject, handler in (
             (self.subjects.submit, self._on_submit),

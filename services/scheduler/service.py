@@ -127,7 +127,7 @@ class SchedulerService:
             no_engine_timeout_s=self.opts.no_engine_timeout_s,
             retry_delay_s=self.opts.retry_delay_s,
             direct=direct.enabled(),
-            direct_timeout_s=direct.timeout_s(),
+            direct_timeout_s=direct.timeout_s(self.log),
         )
         await self.dispatcher.publisher.start()
         self.accounting = ServiceAccounting(

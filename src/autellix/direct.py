@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from autellix.protocol import DirectReply, encode
+from autellix.settings import env_float
 
 ENV_DIRECT = "AUTELLIX_DIRECT_HOPS"
 ENV_DIRECT_TIMEOUT = "AUTELLIX_DIRECT_TIMEOUT_S"
@@ -58,16 +59,10 @@ def enabled(env: dict[str, str] | None = None) -> bool:
     return value not in ("off", "0", "false", "no")
 
 
-def timeout_s(env: dict[str, str] | None = None) -> float:
-    """How long a sender waits for `DirectReply` before it uses JetStream (default 1 s).
-
-    A bad value is ignored (the default is used) rather than stopping a service at start."""
-    raw = (env if env is not None else os.environ).get(ENV_DIRECT_TIMEOUT, "")
-    try:
-        value = float(raw)
-    except ValueError:
-        return DEFAULT_TIMEOUT_S
-    return value if value > 0 else DEFAULT_TIMEOUT_S
+def timeout_s(log: Any = None, env: dict[str, str] | None = None) -> float:
+    """How long a sender waits for `DirectReply` before it uses JetStream (default 1 s); a
+    value that is not a positive number is logged on `log` and the default used."""
+    return env_float(ENV_DIRECT_TIMEOUT, DEFAULT_TIMEOUT_S, log, positive=True, env=env)
 
 
 #: how long a sender stops offering to a receiver after each kind of "not taken" (seconds)

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from autellix.settings import Settings, resolve
+from autellix.settings import Settings, env_float, resolve
 from autellix.telemetry import setup_logging, setup_tracing
 
 EXIT_NOT_MIGRATED = 3
@@ -136,16 +136,7 @@ async def _main(name: str, build: Builder, settings: Settings, log: Any) -> int:
 def stall_threshold(log: Any) -> float:
     """`AUTELLIX_LOOP_STALL_S` in seconds; a value that is not a number is logged and the
     default used (a typo in a diagnostic setting must not stop a service)."""
-    raw = os.environ.get(STALL_ENV)
-    if raw is None or not raw.strip():
-        return STALL_DEFAULT_S
-    try:
-        return float(raw)
-    except ValueError:
-        log.warning(
-            f"{STALL_ENV} is not a number; using the default", value=raw, default=STALL_DEFAULT_S
-        )
-        return STALL_DEFAULT_S
+    return env_float(STALL_ENV, STALL_DEFAULT_S, log)
 
 
 async def watch_loop(log: Any, threshold_s: float, tick_s: float = 0.05) -> None:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "asyncpg_dsn",
     "database_name",
     "default_data_dir",
+    "env_float",
     "redact_url",
     "resolve",
     "sqlalchemy_url",
@@ -50,6 +52,33 @@ DEFAULT_NAMESPACE = "autellix"
 # and KV bucket names (which also forbid '.'), so it is limited to what both accept.
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PG_SCHEMES = ("postgresql", "postgres")
+
+
+def env_float(
+    name: str,
+    default: float,
+    log: Any = None,
+    *,
+    positive: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> float:
+    """A number of seconds (or any float) from environment variable `name`; unset or empty:
+    `default`. A value that is not a number (or not > 0 with `positive`) is logged on `log` and
+    the default used: a typo in a tuning setting must not stop a service at start."""
+    raw = (env if env is not None else os.environ).get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        if log is not None:
+            log.warning(f"{name} is not a number; using the default", value=raw, default=default)
+        return default
+    if positive and not value > 0:
+        if log is not None:
+            log.warning(f"{name} must be > 0; using the default", value=raw, default=default)
+        return default
+    return value
 
 
 def validate_namespace(namespace: str) -> str:
