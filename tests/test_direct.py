@@ -20,6 +20,7 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
+from nats.js import api as jsapi
 from svc_stack import Stack, WireRecorder
 
 from autellix import direct
@@ -110,6 +111,40 @@ async def test_offer_returns_what_was_not_taken(nats_url: str) -> None:
         assert await pub.offer([], timeout_s=0.1) == []
     finally:
         await pub.stop()
+        await nc.close()
+
+
+async def test_deliver_stores_what_is_not_taken_and_skips_a_paused_receiver(
+    nats_url: str,
+) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream = f"DIRECT_{uuid.uuid4().hex[:8]}"
+    base = f"direct-deliver.{stream}"
+    await js.add_stream(
+        jsapi.StreamConfig(name=stream, subjects=[f"{base}.js.*"], storage=jsapi.StorageType.MEMORY)
+    )
+    offered: list[bytes] = []
+
+    async def busy(msg: Any) -> None:
+        offered.append(msg.data)
+        await direct.refuse(nc, msg, "busy")
+
+    await nc.subscribe(f"{base}.busy", cb=busy)
+    pub = AsyncPublisher(nc)
+    gate = direct.DirectGate()
+    try:
+        for i in range(2):
+            item = Outgoing(f"{base}.js.x", b"m%d" % i, f"id-{i}", direct_subject=f"{base}.busy")
+            await pub.deliver([item], gate, timeout_s=0.5)
+        # the first was offered and refused, the second not offered (busy pause): both stored
+        assert offered == [b"m0"] and gate.skipped == 1
+        assert (await js.stream_info(stream)).state.messages == 2
+        await pub.deliver([Outgoing(f"{base}.js.x", b"m2", "id-2")], None, timeout_s=0.5)
+        assert offered == [b"m0"] and (await js.stream_info(stream)).state.messages == 3
+    finally:
+        await pub.stop()
+        await js.delete_stream(stream)
         await nc.close()
 
 

@@ -151,12 +151,10 @@ async def _schedule(
                 headers,
                 direct_subject=ctx.subjects.sched_direct,
             )
-            if ctx.direct and ctx.direct_gate.open("schedulers"):
-                left = await ctx.publisher.offer([out], ctx.direct_timeout_s)
-                if not left:
-                    return True  # a scheduler replica dispatched it (or found nothing to do)
-                ctx.direct_gate.note("schedulers", left[0][1])
-            await ctx.publisher.publish([out])
+            # offered to the schedulers first: taken = a replica dispatched it (or found nothing
+            # to do); not taken -> JetStream
+            gate = ctx.direct_gate if ctx.direct else None
+            await ctx.publisher.deliver([out], gate, ctx.direct_timeout_s)
         else:
             await bus.publish_js(
                 ctx.js,

@@ -204,31 +204,21 @@ class Dispatcher:
                     lost = await q.load_call(self.pool, call_id)  # lost a race: see who won
                     if lost is not None and lost.status == "dispatched" and lost.attempts > 0:
                         republish[call_id] = lost
-            await self._send(publishes)
+            await self._deliver(publishes)
             for _ in publishes:
                 self._crash("after_publish")
             self.dispatched += len(publishes)
         if republish:
             again = [self._outgoing(c, attempt=c.attempts - 1) for c in republish.values()]
-            await self._send(again)
+            await self._deliver(again)
             self.republished += len(republish)
         return outcomes
 
-    async def _send(self, items: list[Outgoing]) -> None:
-        """Deliver Dispatches: offered to their engines directly first when enabled, the rest
-        (and everything otherwise) through JetStream; returns once every one is delivered or
-        stored, and raises if JetStream did not store the rest (the batch is then not acked)."""
-        if self.direct and items:
-            offer: list[Outgoing] = []
-            stored: list[Outgoing] = []
-            for it in items:
-                (offer if self.direct_gate.open(it.direct_subject or "") else stored).append(it)
-            for it, reason in await self.publisher.offer(offer, self.direct_timeout_s):
-                self.direct_gate.note(it.direct_subject or "", reason)
-                stored.append(it)
-            items = stored
-        if items:
-            await self.publisher.publish(items)
+    async def _deliver(self, items: list[Outgoing]) -> None:
+        """Dispatches to their engines: directly first when enabled, else (and for what is not
+        taken) through JetStream; raises if JetStream did not store them (no ack then)."""
+        gate = self.direct_gate if self.direct else None
+        await self.publisher.deliver(items, gate, self.direct_timeout_s)
 
     def _dispatch(
         self,

@@ -24,6 +24,8 @@ from typing import Any
 
 from nats.errors import NoRespondersError
 
+from autellix.direct import DirectGate
+
 
 class PublishError(RuntimeError):
     """JetStream refused or did not acknowledge a publish."""
@@ -158,6 +160,25 @@ class AsyncPublisher:
             self.offers[reason] += 1
         self._forget(waiting)
         return left
+
+    async def deliver(
+        self, items: Sequence[Outgoing], gate: DirectGate | None, timeout_s: float
+    ) -> None:
+        """Deliver every item: offered directly first to each receiver `gate` has open (None:
+        no direct offers), the rest and whatever was not taken published to JetStream. Returns
+        once each one is taken or stored; raises as `publish` does when JetStream does not
+        store the rest (the caller then does not ack its own input)."""
+        stored: list[Outgoing] = list(items)
+        if gate is not None and stored:
+            offer: list[Outgoing] = []
+            stored = []
+            for it in items:
+                (offer if gate.open(it.direct_subject or "") else stored).append(it)
+            for it, reason in await self.offer(offer, timeout_s):
+                gate.note(it.direct_subject or "", reason)
+                stored.append(it)
+        if stored:
+            await self.publish(stored)
 
     async def _send(
         self, items: Sequence[Outgoing], *, direct: bool

@@ -37,6 +37,7 @@ then takes the JetStream path, as `autellix bench overhead --direct-hops both` c
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,17 @@ ENV_DIRECT_TIMEOUT = "AUTELLIX_DIRECT_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 1.0
 
 _TAKEN = encode(DirectReply(taken=True))
+
+
+@functools.cache
+def _refusal(reason: str) -> bytes:
+    return encode(DirectReply(taken=False, reason=reason))
+
+
+async def _answer(nc: Any, reply: str | None, payload: bytes) -> None:
+    if reply:
+        with contextlib.suppress(Exception):  # a lost answer is a timeout: the sender falls back
+            await nc.publish(reply, payload)
 
 
 def enabled(env: dict[str, str] | None = None) -> bool:
@@ -121,28 +133,24 @@ class DirectMsg:
         self.metadata = _Metadata(num_delivered=1, timestamp=datetime.now(UTC))
         self.answered = False
 
-    async def _answer(self, payload: bytes) -> None:
-        if self.answered or not self._msg.reply:
-            return
-        self.answered = True
-        with contextlib.suppress(Exception):  # a lost answer is a timeout: the sender falls back
-            await self._nc.publish(self._msg.reply, payload)
+    async def _answer_once(self, payload: bytes) -> None:
+        if not self.answered:
+            self.answered = True
+            await _answer(self._nc, self._msg.reply, payload)
 
     async def ack(self) -> None:
-        await self._answer(_TAKEN)
+        await self._answer_once(_TAKEN)
 
     async def nak(self, delay: float | None = None) -> None:
-        await self._answer(encode(DirectReply(taken=False, reason="retry")))
+        await self._answer_once(_refusal("retry"))
 
     async def term(self) -> None:
-        await self._answer(encode(DirectReply(taken=False, reason="invalid")))
+        await self._answer_once(_refusal("invalid"))
 
     async def refuse(self, reason: str) -> None:
-        await self._answer(encode(DirectReply(taken=False, reason=reason)))
+        await self._answer_once(_refusal(reason))
 
 
 async def refuse(nc: Any, msg: Any, reason: str) -> None:
     """Answer a direct offer `taken=false` without handling it (busy, draining)."""
-    if msg.reply:
-        with contextlib.suppress(Exception):
-            await nc.publish(msg.reply, encode(DirectReply(taken=False, reason=reason)))
+    await _answer(nc, msg.reply, _refusal(reason))
