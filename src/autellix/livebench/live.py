@@ -70,6 +70,7 @@ class LiveConfig:
     extra_scheduler_args: list[str] = field(default_factory=list)
     # a real vLLM engine takes 30-70 s to start on this CPU (more when the machine is busy)
     ready_timeout_s: float = 180.0
+    repeats: int = 1  # `sweep` runs the grid this many times (the CLI allows > 1 for vllm only)
 
 
 @dataclass

@@ -140,13 +140,12 @@ def _stats_ms(xs: list[float]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _direct_hops(on: bool | None) -> Any:
-    """Services started inside see `AUTELLIX_DIRECT_HOPS` on/off (None: leave it as it is)."""
+def _direct_hops(on: bool) -> Any:
+    """Services started inside see `AUTELLIX_DIRECT_HOPS` on or off."""
     from autellix.direct import ENV_DIRECT
 
     old = os.environ.get(ENV_DIRECT)
-    if on is not None:
-        os.environ[ENV_DIRECT] = "on" if on else "off"
+    os.environ[ENV_DIRECT] = "on" if on else "off"
     try:
         yield
     finally:

@@ -93,7 +93,7 @@ async def sweep(
     says which repeat it is. One broken run is recorded, not fatal."""
     runs: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    n_repeats = max(1, int(getattr(cfg, "repeats", 1) or 1))
+    n_repeats = max(1, cfg.repeats)
     for rate in rate_list:
         programs = with_arrivals(workload.programs, rate, cfg.seed, cfg.arrival, cfg.burst_cv)
         for repeat in range(n_repeats):
