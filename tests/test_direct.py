@@ -70,10 +70,19 @@ async def test_offer_returns_what_was_not_taken(nats_url: str) -> None:
     async def silent(msg: Any) -> None:
         return None
 
+    async def garbler(msg: Any) -> None:  # an answer that is no DirectReply at all
+        await nc.publish(msg.reply, b"not json")
+
     async def record(msg: Any) -> None:
         answers.append(msg.data)
 
-    for name, cb in (("take", taker), ("nak", naker), ("term", terminator), ("silent", silent)):
+    for name, cb in (
+        ("take", taker),
+        ("nak", naker),
+        ("term", terminator),
+        ("silent", silent),
+        ("garbled", garbler),
+    ):
         await nc.subscribe(f"{base}.{name}", cb=cb)
     pub = AsyncPublisher(nc)
     try:
@@ -81,10 +90,11 @@ async def test_offer_returns_what_was_not_taken(nats_url: str) -> None:
             name: Outgoing(
                 f"{base}.js.{name}", name.encode(), name, direct_subject=f"{base}.{name}"
             )
-            for name in ("take", "nak", "term", "silent", "nobody")
+            for name in ("take", "nak", "term", "silent", "nobody", "garbled")
         }
         left = await pub.offer(list(items.values()), timeout_s=0.5)
         assert sorted((o.msg_id, why) for o, why in left) == [
+            ("garbled", "error"),
             ("nak", "retry"),
             ("nobody", "no_responders"),
             ("silent", "timeout"),
@@ -98,6 +108,7 @@ async def test_offer_returns_what_was_not_taken(nats_url: str) -> None:
             "invalid": 1,
             "timeout": 1,
             "no_responders": 1,
+            "error": 1,
         }
         # exactly one answer per DirectMsg, even when the code acks and then naks
         inbox = nc.new_inbox()
@@ -235,9 +246,26 @@ async def test_direct_hops_skip_both_queues_and_fall_back_without_an_engine(
     await _run(wire, "direct-prog", 6)
     assert await _stream_seq(nats_url, subjects.calls_stream) == 1  # still only the early one
     assert await _stream_seq(nats_url, subjects.dispatch_stream) == 0
+    # garbage offered straight to the direct subjects: a clear "invalid", a log line, and
+    # the services go on serving
+    nc = await nats.connect(nats_url)
+    try:
+        for subject in (subjects.sched_direct, subjects.dispatch_direct("eng-d")):
+            for bad in (b"not json", b'{"type": "schedule"}'):
+                answer = await nc.request(subject, bad, timeout=5)
+                assert json.loads(answer.data) == {
+                    "type": "direct_reply",
+                    "taken": False,
+                    "reason": "invalid",
+                }
+    finally:
+        await nc.close()
+    await _run(wire, "direct-prog", 1)
     await stack.stop()
     sched_log = stack.logs("scheduler")
-    assert '"direct_offers": {"taken": 7}' in sched_log, sched_log[-2000:]
+    assert '"direct_offers": {"taken": 8}' in sched_log, sched_log[-2000:]
+    assert sched_log.count("invalid ScheduleCall dropped") == 2
+    assert stack.logs("eng-d").count("invalid dispatch message dropped") == 2
 
 
 async def test_a_silent_scheduler_is_bypassed_after_the_direct_timeout(
