@@ -55,7 +55,9 @@ ENGINE_ARGS = (
     "--max-model-len", str(MAX_LEN),
     "--opt", "kv_cache_gib=0.0625",
     "--opt", "dummy_tokenizer=true",
-    "--heartbeat-interval", "0.5",
+    # 0.1 s: the batch test must see a heartbeat while calls queue, which lasts ~0.6 s here
+    # (at 0.5 s a fast run fell between two heartbeats once in CI)
+    "--heartbeat-interval", "0.1",
     "--progress-interval", "0.5",
 )  # fmt: skip
 
