@@ -157,3 +157,58 @@ def test_jumps_match_single_steps(
     for x, y in zip(a.programs, b.programs, strict=True):
         assert math.isclose(x.finish_s, y.finish_s, rel_tol=1e-9, abs_tol=1e-9)
         assert x.preemptions == y.preemptions
+
+
+def test_jump_cut_at_a_boundary_that_coincides_with_an_issue() -> None:
+    """Regression (found by the property above): a call issued exactly when a decode step ends
+    (here 0.7 s after its parent finished) must be seen at that boundary when the engine is in a
+    jump, as it is step by step; float noise in the segment's closed-form duration had put the
+    cut one step later."""
+
+    def prog(pid: str, arrival: float, calls: list[tuple[tuple[int, ...], int, int, int, float]]):
+        specs = tuple(
+            CallSpec(i, 0, parents, prompt, out, prefix, delay)
+            for i, (parents, prompt, out, prefix, delay) in enumerate(calls)
+        )
+        return ProgramSpec(pid, "test", arrival, specs)
+
+    progs = [
+        prog(
+            "p0",
+            0.0,
+            [
+                ((), 45, 39, 0, 0.0),
+                ((), 56, 17, 0, 0.0),
+                ((), 274, 2, 0, 0.0),
+                ((0,), 259, 11, 176, 0.0),
+                ((0,), 0, 0, 0, 0.7),
+                ((), 0, 0, 0, 0.0),
+            ],
+        ),
+        prog(
+            "p1",
+            0.5,
+            [
+                ((), 200, 23, 0, 0.0),
+                ((0,), 14, 31, 0, 0.0),
+                ((), 0, 0, 0, 0.0),
+                ((0,), 256, 25, 16, 0.0),
+                ((), 0, 0, 0, 0.0),
+                ((), 153, 7, 0, 0.0),
+            ],
+        ),
+    ]
+    profile = EngineProfile(
+        name="prop",
+        max_num_seqs=2,
+        kv_capacity_tokens=580,
+        base_s=0.01,
+        decode_per_seq_s=0.001,
+        prefill_per_token_s=0.0001,
+        swap_s_per_token=1e-06,
+    )
+    kw = {"beta": 0.5, "min_run_tokens": 0, "record_calls": True}
+    a = simulate(progs, policy="atlas", profile=profile, **kw)
+    b = simulate(progs, policy="atlas", profile=profile, max_jump_steps=1, **kw)
+    assert a.call_records == b.call_records
+    assert [p.finish_s for p in a.programs] == [p.finish_s for p in b.programs]

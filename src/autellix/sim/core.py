@@ -447,6 +447,9 @@ class Simulator:
         else:
             return 1
         m = max(1, m)
+        # an iteration ending within a nanosecond of t ends "at" t: the event queue rounds
+        # times to the nanosecond (`_push`), and a step-by-step run sees that boundary at t
+        d -= 1e-9
         while m > 1 and self._seg_time(e, m - 1) >= d:
             m -= 1
         while self._seg_time(e, m) < d:
