@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from autellix.policy import MLFQConfig, ProgramService, call_rank, get_policy, should_promote
-from autellix.protocol import CallRequest, Dispatch, SamplingParams, encode
+from autellix.policy.registry import MIN_RUN_TOKENS
+from autellix.protocol import NEVER_PREEMPT, CallRequest, Dispatch, SamplingParams, encode
 from autellix.services.scheduler.decide import LivePolicy, prompt_tokens
 from autellix.services.scheduler.dispatcher import dispatch_payload, passthrough_trace
 from autellix.services.scheduler.engines import EngineView
@@ -91,7 +92,7 @@ def test_dispatch_payload_is_the_protocol_encoding() -> None:
     assert passthrough_trace(None) == {}
 
 
-@pytest.mark.parametrize("name", ["plas", "atlas", "atlas-exact", "mlfq", "fcfs"])
+@pytest.mark.parametrize("name", ["plas", "plas-np", "atlas", "atlas-exact", "mlfq", "fcfs"])
 def test_decide_uses_the_policy_core(name: str) -> None:
     live = LivePolicy.build(name)
     cfg = get_policy(name)
@@ -106,6 +107,7 @@ def test_decide_uses_the_policy_core(name: str) -> None:
     assert d is not None
     expect_base = {
         "plas": ProgramService(100.0, 80.0).base_for(cfg.priority, [30.0]),  # 130
+        "plas-np": 130.0,
         "atlas": 80.0,
         "atlas-exact": 45.0,  # max(10 + 20, 40 + 5)
         "mlfq": 0.0,
@@ -117,6 +119,16 @@ def test_decide_uses_the_policy_core(name: str) -> None:
     )
     assert (d.level, d.tiebreak) == (level, tiebreak)
     assert f"level {d.level}" in d.reason
+
+
+def test_dispatch_protects_runs_as_the_policy_preempts() -> None:
+    """The engine preempts for any strictly better level, so what a Dispatch carries decides
+    whether the policy preempts: plas-np (levels, no preemption) protects every run for good."""
+    assert LivePolicy.build("plas").min_run_tokens == MIN_RUN_TOKENS
+    assert LivePolicy.build("plas", min_run_tokens=0).min_run_tokens == 0
+    assert LivePolicy.build("plas-np").min_run_tokens == NEVER_PREEMPT
+    assert LivePolicy.build("plas-np", min_run_tokens=5).min_run_tokens == NEVER_PREEMPT
+    assert LivePolicy.build("fcfs").min_run_tokens == 0  # one level: nothing to protect
 
 
 def test_redispatch_keeps_what_the_call_was_issued_with() -> None:

@@ -243,6 +243,13 @@ def test_registry_names_and_overrides() -> None:
     assert get_policy("srpt").oracle
     v = get_policy("atlas", starvation=StarvationConfig(beta=None))
     assert v.starvation.beta is None and get_policy("atlas").starvation.beta is not None
+    # plas-np: vLLM's priority queue given PLAS's value (issue 6's approach 2), modelled: the
+    # same waiting order as PLAS by exact service, never preempting, no anti-starvation
+    np_ = get_policy("plas-np")
+    assert not np_.preemptive and np_.starvation.beta is None and np_.starvation.age_s is None
+    kw = {"value": 100.0, "issue_s": 5.0, "program_arrival_s": 1.0}
+    assert call_rank(np_, **kw) == call_rank(get_policy("plas", within_level="service"), **kw)
+    assert call_rank(np_, **kw) < call_rank(np_, **{**kw, "value": 101.0})
     with pytest.raises(KeyError):
         get_policy("nope")
     with pytest.raises(ValueError):

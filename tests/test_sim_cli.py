@@ -138,15 +138,15 @@ def test_sweep_variants_run_under_their_label() -> None:
     ]
     cfg = SweepConfig(
         workload="t",
-        policies=["plas", "plas-np"],
+        policies=["plas", "plas-nopreempt"],
         profile="cpu-tiny",
         jobs=1,
-        variants={"plas-np": ("plas", {"preemptive": False, "max_num_seqs": 2})},
+        variants={"plas-nopreempt": ("plas", {"preemptive": False, "max_num_seqs": 2})},
     )
     res = run_sweep(progs, cfg, rates=[0.5, 5.0], extend=False)
     labels = {r["policy"] for r in res.runs}
-    assert labels == {"plas", "plas-np"}
-    assert all(r["preemptions"] == 0 for r in res.runs if r["policy"] == "plas-np")
+    assert labels == {"plas", "plas-nopreempt"}
+    assert all(r["preemptions"] == 0 for r in res.runs if r["policy"] == "plas-nopreempt")
     assert set(res.sustainable["policies"]) == labels
 
 

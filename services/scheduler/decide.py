@@ -40,11 +40,12 @@ from autellix.policy import (
 )
 from autellix.policy.balance import skewed
 from autellix.policy.starvation import is_aged, wait_ratio
+from autellix.protocol import NEVER_PREEMPT
 from autellix.services.scheduler.engines import EngineView
 from autellix.store.queries import CallRow, LevelChange, StarvationRow
 
 CHARS_PER_TOKEN = 4  # prompt length estimate for text prompts (the scheduler has no tokenizer)
-LIVE_POLICIES = ("fcfs", "fcfs-nocache", "mlfq", "plas", "atlas", "atlas-exact")
+LIVE_POLICIES = ("fcfs", "fcfs-nocache", "mlfq", "plas", "plas-np", "atlas", "atlas-exact")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,13 @@ class LivePolicy:
 
     @property
     def min_run_tokens(self) -> int:
-        return self.policy.min_run_tokens if self.policy.preemptive else 0
+        """What each Dispatch tells the engine. The engine preempts a running call for a waiting
+        one of a strictly better level, so a non-preemptive policy whose calls still get
+        different levels (`plas-np`) protects every run for good; FCFS puts all calls at one
+        level and needs nothing."""
+        if self.policy.preemptive:
+            return self.policy.min_run_tokens
+        return NEVER_PREEMPT if self.policy.binned else 0
 
     def rank(self, value: float, *, issue_s: float, arrival_s: float, aged: bool):
         return call_rank(

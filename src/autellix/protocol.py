@@ -358,6 +358,11 @@ class ScheduleCall(_Extensible):
     reason: str = "new"  # new | redispatch (engine lost) | resume
 
 
+# Dispatch.min_run_tokens of a non-preemptive policy whose calls still get different levels
+# (`plas-np`): the engine never preempts such a run for a better-ranked call.
+NEVER_PREEMPT = 2**31 - 1
+
+
 class Dispatch(_Extensible):
     """Scheduler → engine (JetStream, subject per engine and level)."""
 
@@ -380,7 +385,10 @@ class Dispatch(_Extensible):
         description="order inside a level, lower first (program arrival or call issue, epoch s)",
     )
     min_run_tokens: int = Field(
-        default=0, ge=0, description="a run younger than this many tokens is not preempted"
+        default=0,
+        ge=0,
+        description="a run younger than this many tokens is not preempted; NEVER_PREEMPT "
+        "(2147483647): never preempted for priority (a non-preemptive policy)",
     )
     prefill_weight: float = Field(
         default=0.0, ge=0.0, description="service units per computed (uncached) prompt token"

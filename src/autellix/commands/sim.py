@@ -7,6 +7,7 @@ inside the command so `autellix --help` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -88,6 +89,10 @@ def sim(
     option: Annotated[
         list[str] | None, typer.Option(help="Simulator option KEY=VALUE; may repeat.")
     ] = None,
+    workload_option: Annotated[
+        list[str] | None,
+        typer.Option(help="WorkloadOptions KEY=VALUE override (paper sizes otherwise); repeat."),
+    ] = None,
     max_context: Annotated[
         int, typer.Option(help="Context limit in tokens; a program ends at a longer call.")
     ] = 8192,
@@ -136,7 +141,13 @@ def sim(
     # a call must fit the engine's KV cache or it could never run: cap the context there
     prof = load_profile(profile)
     kv = int(sim_options.get("kv_capacity_tokens", prof.kv_capacity_tokens))
-    opts = WorkloadOptions(max_context_tokens=min(max_context, kv))
+    try:
+        opts = dataclasses.replace(
+            WorkloadOptions(max_context_tokens=min(max_context, kv)), **_kv(workload_option)
+        )
+    except TypeError as exc:
+        names = ", ".join(f.name for f in dataclasses.fields(WorkloadOptions))
+        raise typer.BadParameter(f"--workload-option: {exc}; known: {names}") from exc
     try:
         wl = load_workload(
             workload,
@@ -210,6 +221,7 @@ def sim(
             "tokens": wl.tokens,
             "sim_options": cfg.sim_options,
             "max_context_tokens": opts.max_context_tokens,
+            "workload_options": dataclasses.asdict(opts),
             "capacity_model": "analytic: engines / mean work per program at a full batch",
             "workload_stats": wl.stats(),
             "extensions": res.extensions,

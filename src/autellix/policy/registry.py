@@ -6,9 +6,15 @@
 | fcfs          | arrival                        | no         | on           | vLLM-opt           |
 | mlfq          | call's own service (MLFQ bins) | yes        | on           | MLFQ (FastServe)   |
 | plas          | program's service (MLFQ bins)  | yes        | on           | Autellix PLAS      |
+| plas-np       | program's service, exact order | no         | on           | (vLLM `priority`)  |
 | atlas         | critical-path service (scalar) | yes        | on           | Autellix ATLAS     |
 | atlas-exact   | critical path via parent ids   | yes        | on           | (beyond the paper) |
 | srpt          | program's remaining work       | yes        | on           | oracle (sim only)  |
+
+`plas-np` models the cheap alternative to Autellix that issue 6 benchmarks as `vllm-priority`:
+vLLM's own priority queue given each program's attained service when the call is submitted. It
+orders waiting calls exactly as PLAS with `within_level="service"` does but never displaces a
+running call, and has no anti-starvation; in the simulator it isolates what preemption adds.
 
 Variants are made with `get_policy(name, **overrides)`; e.g. `get_policy("atlas", starvation=
 StarvationConfig(beta=None))` for the no-anti-starvation ablation.
@@ -88,6 +94,7 @@ POLICIES: dict[str, PolicyConfig] = {
         PolicyConfig("fcfs", PriorityKind.FCFS),
         PolicyConfig("mlfq", PriorityKind.CALL, preemptive=True, min_run_tokens=MIN_RUN_TOKENS),
         PolicyConfig("plas", PriorityKind.PLAS, **_PROGRAM_AWARE),
+        PolicyConfig("plas-np", PriorityKind.PLAS, within_level="service"),
         PolicyConfig("atlas", PriorityKind.ATLAS, **_PROGRAM_AWARE),
         PolicyConfig("atlas-exact", PriorityKind.ATLAS_EXACT, **_PROGRAM_AWARE),
         PolicyConfig(
