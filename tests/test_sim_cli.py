@@ -247,4 +247,35 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "unknown policies" in res.output
     res = CliRunner().invoke(app, [*base, "--workload", "chess"])
     assert res.exit_code == 2
+    res = CliRunner().invoke(app, [*base, "--workload", "lats", "--workload-option", "turns=3"])
+    assert res.exit_code == 2 and "--workload-option" in res.output and "known:" in res.output
     assert not (tmp_path / "results.json").exists()
+
+
+def test_cli_workload_options_shape_the_programs(tmp_path: Path) -> None:
+    """`--workload-option` overrides the paper sizes; the run records the options it used."""
+    from typer.testing import CliRunner
+
+    from autellix.cli import build_app
+
+    base = ["sim", "--workload", "sharegpt", "--programs", "20", "--rates", "0.1", "--jobs", "1"]
+    base += ["--policies", "fcfs,plas-np", "--no-extend"]
+    short = tmp_path / "short"
+    res = CliRunner().invoke(
+        build_app(),
+        [*base, "--out", str(short), "--workload-option", "sharegpt_calls_max=2",
+         "--workload-option", "sharegpt_calls_mean=1.5",
+         "--workload-option", "sharegpt_output_mean=20"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads((short / "results.json").read_text())
+    opts = data["meta"]["workload_options"]
+    assert opts["sharegpt_calls_max"] == 2 and opts["sharegpt_output_mean"] == 20
+    stats = data["meta"]["workload_stats"]
+    paper = tmp_path / "paper"
+    res = CliRunner().invoke(build_app(), [*base, "--out", str(paper)])
+    assert res.exit_code == 0, res.output
+    paper_stats = json.loads((paper / "results.json").read_text())["meta"]["workload_stats"]
+    assert stats != paper_stats
+    assert {r["policy"] for r in data["runs"]} == {"fcfs", "plas-np"}
+    assert all(r["preemptions"] == 0 for r in data["runs"])
