@@ -262,7 +262,9 @@ class _StubNats:
         self.sent.append((subject, payload))
 
 
-def _dispatch(call_id: str, level: int, *, tiebreak: float = 0.0, seq: int = 0) -> Dispatch:
+def _dispatch(
+    call_id: str, level: int, *, tiebreak: float = 0.0, seq: int = 0, min_run_tokens: int = 0
+) -> Dispatch:
     return Dispatch(
         call_id=call_id,
         program_id=f"p-{call_id}",
@@ -278,6 +280,7 @@ def _dispatch(call_id: str, level: int, *, tiebreak: float = 0.0, seq: int = 0) 
         accepted_at=datetime.now(UTC),
         tiebreak=tiebreak,
         control_seq=seq,
+        min_run_tokens=min_run_tokens,
     )
 
 
@@ -336,6 +339,50 @@ async def test_engine_orders_by_rank_applies_each_control_once_and_preempts_by_p
         assert a.state == "waiting" and a.level == 3 and a.preemptions == 1 and a.tokens
         reports = [p for s, p in nc.sent if s == runner.subjects.reports]
         assert reports and b'"call_id":"a"' in reports[-1]  # its progress, reported at once
+    finally:
+        tasks = [c.task for c in list(runner.running) if c.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await backend.stop()
+
+
+async def test_engine_never_preempts_a_run_dispatched_by_a_non_preemptive_policy() -> None:
+    """plas-np's Dispatches carry NEVER_PREEMPT: a demoted running call keeps its slot while a
+    better-ranked call waits at the full batch; the waiting one runs when the slot frees."""
+    import asyncio
+
+    import structlog
+
+    from autellix.protocol import Control, Subjects
+    from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
+    from autellix.services.engine.runner import EngineRunner
+
+    backend = SimulatedBackend(SimConfig(max_batch=1, token_latency_s=0.002))
+    runner = EngineRunner(
+        backend=backend,
+        pool=_StubPool(),
+        nc=_StubNats(),  # type: ignore[arg-type]
+        js=None,  # type: ignore[arg-type]
+        subjects=Subjects("unit"),
+        engine_id="e-unit",
+        log=structlog.get_logger(),
+    )
+    try:
+        assert runner.offer(_dispatch("a", 1, min_run_tokens=NEVER_PREEMPT))
+        await asyncio.sleep(0.05)
+        assert [c.call_id for c in runner.running] == ["a"]
+        runner.offer(_dispatch("b", 0, min_run_tokens=NEVER_PREEMPT))
+        runner.control(Control(action="set_level", call_id="a", level=5, seq=1))
+        await asyncio.sleep(0.05)
+        a = runner.calls["a"]
+        assert [c.call_id for c in runner.running] == ["a"] and a.preemptions == 0
+        assert a.run_tokens > 0 and a.stop_reason is None
+        for _ in range(300):  # a's 100 tokens at 2 ms each, then b
+            await asyncio.sleep(0.01)
+            if [c.call_id for c in runner.running] == ["b"]:
+                break
+        assert [c.call_id for c in runner.running] == ["b"] and a.preemptions == 0
     finally:
         tasks = [c.task for c in list(runner.running) if c.task is not None]
         for t in tasks:
