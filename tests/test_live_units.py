@@ -3,9 +3,13 @@ rules applied to program-table rows, and its fast Dispatch encoding is the proto
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -284,27 +288,41 @@ def _dispatch(
     )
 
 
-async def test_engine_orders_by_rank_applies_each_control_once_and_preempts_by_plan() -> None:
-    import asyncio
-
+@contextlib.asynccontextmanager
+async def _unit_engine(token_latency_s: float, nc: Any = None) -> AsyncIterator[Any]:
+    """An EngineRunner over a one-slot simulated backend, with stub NATS and Postgres; its
+    running calls are cancelled and the backend stopped afterwards."""
     import structlog
 
-    from autellix.protocol import Control, Subjects
+    from autellix.protocol import Subjects
     from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
     from autellix.services.engine.runner import EngineRunner
 
-    backend = SimulatedBackend(SimConfig(max_batch=1, token_latency_s=0.01))
-    nc = _StubNats()
+    backend = SimulatedBackend(SimConfig(max_batch=1, token_latency_s=token_latency_s))
     runner = EngineRunner(
         backend=backend,
         pool=_StubPool(),
-        nc=nc,  # type: ignore[arg-type]
+        nc=nc if nc is not None else _StubNats(),
         js=None,  # type: ignore[arg-type]
         subjects=Subjects("unit"),
         engine_id="e-unit",
         log=structlog.get_logger(),
     )
     try:
+        yield runner
+    finally:
+        tasks = [c.task for c in list(runner.running) if c.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await backend.stop()
+
+
+async def test_engine_orders_by_rank_applies_each_control_once_and_preempts_by_plan() -> None:
+    from autellix.protocol import Control
+
+    nc = _StubNats()
+    async with _unit_engine(0.01, nc) as runner:
         assert runner.offer(_dispatch("a", 1))
         await asyncio.sleep(0.05)
         assert [c.call_id for c in runner.running] == ["a"]
@@ -339,36 +357,14 @@ async def test_engine_orders_by_rank_applies_each_control_once_and_preempts_by_p
         assert a.state == "waiting" and a.level == 3 and a.preemptions == 1 and a.tokens
         reports = [p for s, p in nc.sent if s == runner.subjects.reports]
         assert reports and b'"call_id":"a"' in reports[-1]  # its progress, reported at once
-    finally:
-        tasks = [c.task for c in list(runner.running) if c.task is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await backend.stop()
 
 
 async def test_engine_never_preempts_a_run_dispatched_by_a_non_preemptive_policy() -> None:
     """plas-np's Dispatches carry NEVER_PREEMPT: a demoted running call keeps its slot while a
     better-ranked call waits at the full batch; the waiting one runs when the slot frees."""
-    import asyncio
+    from autellix.protocol import Control
 
-    import structlog
-
-    from autellix.protocol import Control, Subjects
-    from autellix.services.engine.backends.sim import SimConfig, SimulatedBackend
-    from autellix.services.engine.runner import EngineRunner
-
-    backend = SimulatedBackend(SimConfig(max_batch=1, token_latency_s=0.002))
-    runner = EngineRunner(
-        backend=backend,
-        pool=_StubPool(),
-        nc=_StubNats(),  # type: ignore[arg-type]
-        js=None,  # type: ignore[arg-type]
-        subjects=Subjects("unit"),
-        engine_id="e-unit",
-        log=structlog.get_logger(),
-    )
-    try:
+    async with _unit_engine(0.002) as runner:
         assert runner.offer(_dispatch("a", 1, min_run_tokens=NEVER_PREEMPT))
         await asyncio.sleep(0.05)
         assert [c.call_id for c in runner.running] == ["a"]
@@ -383,9 +379,3 @@ async def test_engine_never_preempts_a_run_dispatched_by_a_non_preemptive_policy
             if [c.call_id for c in runner.running] == ["b"]:
                 break
         assert [c.call_id for c in runner.running] == ["b"] and a.preemptions == 0
-    finally:
-        tasks = [c.task for c in list(runner.running) if c.task is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await backend.stop()
