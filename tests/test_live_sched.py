@@ -228,6 +228,19 @@ async def test_explain_cli_prints_the_history(
     assert data["call"]["id"] == call.call_id and data["call"]["level"] == 1
     res = await cli("programs", "show", "cli-prog")
     assert res.exit_code == 0 and (call.call_id or "") in res.output, res.output
+    # prefix-cache hits per program: a follow-up whose prompt extends an earlier one (the same
+    # program stays on its engine) is served 64 of its 80 prompt tokens from the cache
+    history = list(range(100, 164))
+    for ids in (history, [*history, *range(500, 516)]):
+        req = CallRequest(
+            program_id="cli-cache", prompt_token_ids=ids, sampling=SamplingParams(max_tokens=4)
+        )
+        await wire.run(req, wait_s=60)
+    res = await cli("programs", "show", "cli-cache", "--json")
+    cache = json.loads(res.output)["prefix_cache"]
+    assert cache == {"prompt_tokens": 144, "cached_tokens": 64, "hit_rate": 64 / 144}
+    res = await cli("programs", "show", "cli-cache")
+    assert "64 / 144 (44%)" in res.output and "64/80" in res.output, res.output
     res = await cli("calls", "explain", "c-nope")
     assert res.exit_code == 1
 

@@ -149,6 +149,20 @@ def explain(
     console.print(table)
 
 
+def prefix_cache_summary(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """Prompt tokens of a program's finished calls the engines served from their prefix cache:
+    what shows data locality working (a program kept on the engine that holds its context hits;
+    one moved elsewhere recomputes). Each call counts its first run's hit on its own prompt; what
+    a preempted call re-prefills when it resumes is in its service, not here."""
+    prompt = sum(c.get("prompt_tokens") or 0 for c in calls)
+    cached = sum(c.get("cached_tokens") or 0 for c in calls)
+    return {
+        "prompt_tokens": prompt,
+        "cached_tokens": cached,
+        "hit_rate": cached / prompt if prompt else None,
+    }
+
+
 @programs_app.command("show")
 def show(
     program_id: str = typer.Argument(help="program id"),
@@ -167,8 +181,13 @@ def show(
     if program is None:
         typer.echo(f"no program {program_id!r}", err=True)
         raise typer.Exit(1)
+    cache = prefix_cache_summary(calls)
     if as_json:
-        typer.echo(json.dumps(_jsonable({"program": program, "calls": calls}), indent=2))
+        typer.echo(
+            json.dumps(
+                _jsonable({"program": program, "prefix_cache": cache, "calls": calls}), indent=2
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -196,6 +215,11 @@ def show(
             "tokens (prompt / completion)",
             f"{program['prompt_tokens']} / {program['completion_tokens']}",
         ),
+        (
+            "prefix cache (cached / prompt tokens of its calls)",
+            f"{cache['cached_tokens']} / {cache['prompt_tokens']}"
+            + (f" ({cache['hit_rate']:.0%})" if cache["hit_rate"] is not None else ""),
+        ),
         ("engine pin", program["engine_affinity"] or "-"),
     ):
         summary.add_row(what, value)
@@ -210,6 +234,7 @@ def show(
         "engine",
         "service",
         "preempt",
+        "cached",
         "queued s",
         "total s",
     ):
@@ -224,6 +249,7 @@ def show(
             c["engine_id"] or "",
             f"{c['service']:g}",
             str(c["preemptions"]),
+            f"{c['cached_tokens'] or 0}/{c['prompt_tokens'] or 0}",
             _secs(c["accepted_at"], c["started_at"]),
             _secs(c["accepted_at"], c["finished_at"]),
         )

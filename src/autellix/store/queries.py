@@ -1229,7 +1229,7 @@ async def program_calls(conn: Conn, program_id: str, limit: int = 500) -> list[d
     rows = await conn.fetch(
         """SELECT c.id, c.thread_id, c.status, c.level, c.engine_id, c.service, c.priority,
                   c.preemptions, c.attempts, c.accepted_at, c.started_at, c.finished_at,
-                  c.completion_tokens, c.aged,
+                  c.completion_tokens, c.prompt_tokens, c.cached_tokens, c.aged,
                   (SELECT count(*) FROM call_events e
                    WHERE e.call_id = c.id AND e.kind IN ('demote', 'promote'))::int AS moves
            FROM calls c WHERE c.program_id = $1 ORDER BY c.accepted_at, c.id LIMIT $2""",
