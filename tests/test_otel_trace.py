@@ -292,10 +292,20 @@ async def test_python_client_program_is_one_connected_trace(traced: TracedStack)
         return [s for s in rx.spans if s.attrs.get("autellix.program_id") == pid]
 
     def complete() -> bool:
-        names = [s.name for s in program_spans()]
-        return names.count("autellix.engine.call") >= 4 and "autellix.program" in names
+        """Every call's engine span is in, and so is every span's parent: the services export
+        in their own batches, so the scheduler's `autellix.schedule` span (it ends once its
+        Dispatch is delivered) can reach the collector after the engine's spans of a 4-token
+        call (CI saw exactly that orphan at the moment the engine spans were all in)."""
+        mine = program_spans()
+        names = [s.name for s in mine]
+        if names.count("autellix.engine.call") < 4 or "autellix.program" not in names:
+            return False
+        trace_id = next(s.trace_id for s in mine if s.name == "autellix.program")
+        spans = rx.trace(trace_id)
+        ids = {s.span_id for s in spans}
+        return all(not s.parent_id or s.parent_id in ids for s in spans)
 
-    await _wait_for(complete, "the program's spans from every service")
+    await _wait_for(complete, "the program's spans from every service, each with its parent")
     (program,) = [s for s in program_spans() if s.name == "autellix.program"]
     assert program.service == "autellix-client"
     assert {s.trace_id for s in program_spans()} == {program.trace_id}  # ONE trace
