@@ -150,10 +150,11 @@ def explain(
 
 
 def prefix_cache_summary(calls: list[dict[str, Any]]) -> dict[str, Any]:
-    """Prompt tokens of a program's finished calls the engines served from their prefix cache:
-    what shows data locality working (a program kept on the engine that holds its context hits;
-    one moved elsewhere recomputes). Each call counts its first run's hit on its own prompt; what
-    a preempted call re-prefills when it resumes is in its service, not here."""
+    """Prompt tokens of a program's calls the engines served from their prefix cache: what
+    shows data locality working (a program kept on the engine that holds its context hits; one
+    moved elsewhere recomputes). Each call counts its first run's hit on its own prompt, recorded
+    when it finishes (a call still running counts its prompt but no hits yet); what a preempted
+    call re-prefills when it resumes is in its service, not here."""
     prompt = sum(c.get("prompt_tokens") or 0 for c in calls)
     cached = sum(c.get("cached_tokens") or 0 for c in calls)
     return {

@@ -118,6 +118,7 @@ def sim(
     from autellix.sim.sweep import SweepConfig, run_sweep
     from autellix.workloads import WORKLOADS, WorkloadOptions, load_workload
     from autellix.workloads.arrivals import PROCESSES
+    from autellix.workloads.options import override_options
 
     console = Console()
     if workload not in WORKLOADS:
@@ -142,12 +143,10 @@ def sim(
     prof = load_profile(profile)
     kv = int(sim_options.get("kv_capacity_tokens", prof.kv_capacity_tokens))
     try:
-        opts = dataclasses.replace(
-            WorkloadOptions(max_context_tokens=min(max_context, kv)), **_kv(workload_option)
-        )
-    except TypeError as exc:
-        names = ", ".join(f.name for f in dataclasses.fields(WorkloadOptions))
-        raise typer.BadParameter(f"--workload-option: {exc}; known: {names}") from exc
+        base = WorkloadOptions(max_context_tokens=min(max_context, kv))
+        opts = override_options(base, _kv(workload_option))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--workload-option") from exc
     try:
         wl = load_workload(
             workload,

@@ -21,12 +21,12 @@ unscaled defaults.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from autellix.workloads import WorkloadOptions, load_workload
 from autellix.workloads.loader import Workload
+from autellix.workloads.options import override_options
 
 LIVE_OPTIONS = WorkloadOptions(
     sharegpt_calls_mean=4.0,
@@ -51,14 +51,7 @@ def live_options(
     overrides: dict[str, Any] | None = None, paper_sizes: bool = False
 ) -> WorkloadOptions:
     """The scaled options (or the paper's, with `paper_sizes`) with `overrides` applied."""
-    base = WorkloadOptions() if paper_sizes else LIVE_OPTIONS
-    if not overrides:
-        return base
-    names = {f.name for f in dataclasses.fields(WorkloadOptions)}
-    bad = sorted(set(overrides) - names)
-    if bad:
-        raise ValueError(f"unknown workload options {bad}; known: {', '.join(sorted(names))}")
-    return dataclasses.replace(base, **overrides)
+    return override_options(WorkloadOptions() if paper_sizes else LIVE_OPTIONS, overrides or {})
 
 
 def load_live_workload(

@@ -8,7 +8,10 @@ chosen once from the public data's character (not tuned to any policy) and liste
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +86,17 @@ class WorkloadOptions:
     lats_output_sigma: float = 0.8
     lats_output_cap: int = 1024
     lats_tool_s: float = 0.5  # a Wikipedia search / lookup action after each expansion
+
+
+def override_options(base: WorkloadOptions, overrides: Mapping[str, Any]) -> WorkloadOptions:
+    """`base` with the named fields replaced (`--workload-option KEY=VALUE` of the CLIs).
+
+    Raises ValueError naming the unknown keys and the known ones, so a typo is refused, not
+    silently ignored."""
+    if not overrides:
+        return base
+    names = {f.name for f in dataclasses.fields(WorkloadOptions)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ValueError(f"unknown workload options {bad}; known: {', '.join(sorted(names))}")
+    return dataclasses.replace(base, **overrides)
