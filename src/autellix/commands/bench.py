@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from autellix.commands.common import DatabaseUrlOpt, NatsUrlOpt
+from autellix.commands.common import DatabaseUrlOpt, NatsUrlOpt, parse_kv
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -75,20 +75,6 @@ def _ints(text: str) -> list[int]:
     if not vals or any(v < 1 for v in vals):
         raise typer.BadParameter("expected positive comma-separated integers")
     return vals
-
-
-def _kv(items: list[str] | None) -> dict[str, Any]:
-    """KEY=VALUE pairs; values parsed as JSON when they are (numbers, true/false), else strings."""
-    out: dict[str, Any] = {}
-    for it in items or []:
-        if "=" not in it:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {it!r}")
-        k, v = it.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
 
 
 def _timing(
@@ -269,8 +255,8 @@ def live(
             param_hint="--engines",
         )
     try:
-        opts = live_options(_kv(workload_option), paper_sizes)
-        mix_d = {k: float(v) for k, v in _kv(mix.split(",")).items()} if mix else None
+        opts = live_options(parse_kv(workload_option), paper_sizes)
+        mix_d = {k: float(v) for k, v in parse_kv(mix.split(",")).items()} if mix else None
         wl = load_live_workload(
             workload,
             programs,
@@ -323,7 +309,7 @@ def live(
             extra_args=tuple(engine_arg or ()),
             options=tuple(
                 (k, str(v).lower() if isinstance(v, bool) else str(v))
-                for k, v in _kv(vllm_opt).items()
+                for k, v in parse_kv(vllm_opt).items()
             ),
         )
         vcfg = VllmBenchConfig(spec=spec, repeats=repeats, **common_cfg)
@@ -618,7 +604,7 @@ def scaling(
         load=load,
         seed=seed,
         timing=_timing(engine_profile, max_batch, step_s, step_per_seq_s, prefill_per_token_s),
-        options=live_options(_kv(workload_option)),
+        options=live_options(parse_kv(workload_option)),
         log_dir=log_dir,
     )
     payload = asyncio.run(

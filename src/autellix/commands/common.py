@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Annotated, Any
 
@@ -42,3 +43,18 @@ def print_rows(title: str, rows: Iterable[tuple[str, str]], console: Any = None)
     for what, where in rows:
         table.add_row(what, where)
     (console or Console()).print(table)
+
+
+def parse_kv(items: list[str] | None) -> dict[str, Any]:
+    """KEY=VALUE pairs (repeatable CLI options); values parsed as JSON when they are (numbers,
+    true/false), else strings. Anything without "=" is refused as a bad parameter."""
+    out: dict[str, Any] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return out

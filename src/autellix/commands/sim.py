@@ -8,7 +8,6 @@ inside the command so `autellix --help` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from autellix.commands.common import parse_kv
 
 DEFAULT_POLICIES = "fcfs-nocache,fcfs,mlfq,plas,atlas,srpt"
 
@@ -29,24 +30,10 @@ def _floats(text: str | None) -> list[float] | None:
     return vals
 
 
-def _kv(items: list[str] | None) -> dict[str, Any]:
-    """KEY=VALUE pairs; values parsed as JSON when they are (numbers, true/false), else strings."""
-    out: dict[str, Any] = {}
-    for it in items or []:
-        if "=" not in it:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {it!r}")
-        k, v = it.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
-
-
 def _mix(text: str | None) -> dict[str, float] | None:
     if not text:
         return None
-    return {k: float(v) for k, v in _kv(text.split(",")).items()}
+    return {k: float(v) for k, v in parse_kv(text.split(",")).items()}
 
 
 def sim(
@@ -138,13 +125,13 @@ def sim(
     console.print(f"[bold yellow]{BANNER}[/] run: discrete-event simulator, not real engines")
     t0 = time.perf_counter()
     load0 = list(os.getloadavg())
-    sim_options = _kv(option)
+    sim_options = parse_kv(option)
     # a call must fit the engine's KV cache or it could never run: cap the context there
     prof = load_profile(profile)
     kv = int(sim_options.get("kv_capacity_tokens", prof.kv_capacity_tokens))
     try:
         base = WorkloadOptions(max_context_tokens=min(max_context, kv))
-        opts = override_options(base, _kv(workload_option))
+        opts = override_options(base, parse_kv(workload_option))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--workload-option") from exc
     try:
