@@ -289,7 +289,9 @@ def _dispatch(
 
 
 @contextlib.asynccontextmanager
-async def _unit_engine(token_latency_s: float, nc: Any = None) -> AsyncIterator[Any]:
+async def _unit_engine(
+    token_latency_s: float, nc: Any = None, pool: Any = None
+) -> AsyncIterator[Any]:
     """An EngineRunner over a one-slot simulated backend, with stub NATS and Postgres; its
     running calls are cancelled and the backend stopped afterwards."""
     import structlog
@@ -301,7 +303,7 @@ async def _unit_engine(token_latency_s: float, nc: Any = None) -> AsyncIterator[
     backend = SimulatedBackend(SimConfig(max_batch=1, token_latency_s=token_latency_s))
     runner = EngineRunner(
         backend=backend,
-        pool=_StubPool(),
+        pool=pool if pool is not None else _StubPool(),
         nc=nc if nc is not None else _StubNats(),
         js=None,  # type: ignore[arg-type]
         subjects=Subjects("unit"),
@@ -379,3 +381,34 @@ async def test_engine_never_preempts_a_run_dispatched_by_a_non_preemptive_policy
             if [c.call_id for c in runner.running] == ["b"]:
                 break
         assert [c.call_id for c in runner.running] == ["b"] and a.preemptions == 0
+
+
+class _SlowSavePool(_StubPool):
+    """Progress saves take 50 ms and are recorded (call_id, number of tokens written)."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[str, int]] = []
+
+    async def executemany(self, *args: object) -> None:
+        rows = args[1]
+        await asyncio.sleep(0.05)
+        self.saved.extend((r[0], len(r[2])) for r in rows)  # type: ignore[attr-defined]
+
+
+async def test_engine_counts_as_saved_only_the_tokens_a_progress_save_wrote() -> None:
+    """The call streams on while its progress is written; what it streamed meanwhile is not saved
+    yet, so the next save (or a hand-back) must write it. Counting it as saved let a hand-back
+    skip its final save and the next engine replay tokens the caller already had."""
+    pool = _SlowSavePool()
+    async with _unit_engine(0.002, pool=pool) as runner:
+        assert runner.offer(_dispatch("a", 1))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            a = runner.calls.get("a")
+            if a is not None and a.sent >= 10:
+                break
+        await runner.save_progress_and_check()
+        assert pool.saved and pool.saved[-1][0] == "a"
+        written = pool.saved[-1][1]
+        assert a.saved == written
+        assert a.sent > written, "the call did not stream during the save (test is moot)"

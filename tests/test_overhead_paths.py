@@ -143,3 +143,28 @@ async def test_finish_straight_from_dispatched_answers_once(db: str) -> None:
         assert status == "finished"
     finally:
         await pool.close()
+
+
+async def test_progress_saves_never_go_backwards(db: str) -> None:
+    """Two saves of one running call in flight at once (the periodic one and a hand-back's final
+    one) may commit in either order; the shorter, older one must not win, or the next engine
+    resumes from it and the caller's stream gets tokens twice (CI saw exactly that)."""
+    pool = await create_pool(db, max_size=4)
+    try:
+        cid = await _dispatched_call(pool, "ovh-progress")
+        assert await q.mark_running_many(pool, ENGINE, [(cid, 1, 3, 0.0)]) == {cid}
+        newer, older = list(range(706)), list(range(496))
+        await q.save_progress(pool, ENGINE, [(cid, 1, newer)])
+        await q.save_progress(pool, ENGINE, [(cid, 1, older)])  # the stale one commits last
+        row = await pool.fetchrow(
+            "SELECT output_token_ids, completion_tokens FROM calls WHERE id = $1", cid
+        )
+        assert row["output_token_ids"] == newer and row["completion_tokens"] == 706
+        await q.save_progress(pool, ENGINE, [(cid, 1, [*newer, 1, 2])])  # growing still saves
+        n = await pool.fetchval("SELECT completion_tokens FROM calls WHERE id = $1", cid)
+        assert n == 708
+        await q.save_progress(pool, "other-engine", [(cid, 1, list(range(900)))])  # not its own
+        n = await pool.fetchval("SELECT completion_tokens FROM calls WHERE id = $1", cid)
+        assert n == 708
+    finally:
+        await pool.close()

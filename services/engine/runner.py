@@ -810,16 +810,13 @@ class EngineRunner:
 
     async def save_progress_and_check(self) -> None:
         """Persist streamed tokens of running calls; drop calls this engine no longer owns."""
-        items = [
-            (c.call_id, c.attempts, c.tokens[: c.sent])
-            for c in list(self.running)
-            if c.state == "running" and c.sent > c.saved
-        ]
+        calls = [c for c in list(self.running) if c.state == "running" and c.sent > c.saved]
+        items = [(c.call_id, c.attempts, c.tokens[: c.sent]) for c in calls]
         if items:
             await q.save_progress(self.pool, self.engine_id, items)
-            for c in list(self.running):
-                if c.state == "running":
-                    c.saved = max(c.saved, min(c.sent, len(c.tokens)))
+            # what was written, not what has been sent since (the save took a round trip)
+            for c, (_, _, toks) in zip(calls, items, strict=True):
+                c.saved = max(c.saved, len(toks))
         now = time.monotonic()
         mine = [c for c in self.calls.values() if now - c.arrived > 2.0 and c.state != "done"]
         if not mine:

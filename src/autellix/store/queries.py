@@ -1040,12 +1040,18 @@ async def save_progress(
     conn: Conn, engine_id: str, items: Sequence[tuple[str, int, list[int]]]
 ) -> None:
     """Persist tokens generated so far for running calls (call_id, attempts, token_ids), so a
-    call re-dispatched after its engine is lost resumes instead of starting over."""
+    call re-dispatched after its engine is lost resumes instead of starting over.
+
+    Never backwards: an attempt's output only grows, but two saves of one call can be in flight
+    on two connections at once (the periodic save and the hand-back's final one when a backend
+    dies), and the older, shorter one may commit last. Had it won, the next engine would resume
+    from the older point and replay tokens the caller already has."""
     if not items:
         return
     await conn.executemany(
         """UPDATE calls SET output_token_ids = $3, completion_tokens = cardinality($3::int[])
-           WHERE id = $1 AND attempts = $2 AND engine_id = $4 AND status = 'running'""",
+           WHERE id = $1 AND attempts = $2 AND engine_id = $4 AND status = 'running'
+             AND coalesce(cardinality(output_token_ids), 0) <= cardinality($3::int[])""",
         [(cid, att, toks, engine_id) for cid, att, toks in items],
     )
 
