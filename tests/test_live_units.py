@@ -412,3 +412,51 @@ async def test_engine_counts_as_saved_only_the_tokens_a_progress_save_wrote() ->
         written = pool.saved[-1][1]
         assert a.saved == written
         assert a.sent > written, "the call did not stream during the save (test is moot)"
+
+
+async def test_backend_out_of_memory_is_a_typed_error_and_the_engine_keeps_serving() -> None:
+    """vLLM failing one request for lack of memory: the caller gets a typed error saying so (code
+    `engine_failed`, the protocol's code for an engine fault, message "... ran out of memory";
+    Postgres keeps `out_of_memory`), and the engine goes on serving other calls."""
+    from autellix.protocol import CALL_REPLY, CallError
+    from autellix.services.engine.backends.vllm import _generate_error
+
+    class OutOfMemoryError(RuntimeError):  # torch.OutOfMemoryError's name, as vLLM raises it
+        pass
+
+    oom = _generate_error(OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert oom.code == "out_of_memory" and "ran out of memory" in oom.message
+    assert _generate_error(RuntimeError("KV cache: out of memory")).code == "out_of_memory"
+    assert _generate_error(ValueError("bad top_p")).code == "validation_error"
+    assert _generate_error(RuntimeError("boom")).code == "engine_failed"
+
+    nc = _StubNats()
+    async with _unit_engine(0.002, nc) as runner:
+        generate = runner.backend.generate
+
+        def failing(req: Any) -> Any:
+            if not req.request_id.startswith("oom:"):
+                return generate(req)
+
+            async def fail() -> AsyncIterator[Any]:
+                raise oom
+                yield  # an async generator, like the backend's
+
+            return fail()
+
+        runner.backend.generate = failing
+        assert runner.offer(_dispatch("oom", 1))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if "oom" not in runner.calls:
+                break
+        errors = [CALL_REPLY.validate_json(p) for s, p in nc.sent if s == "ok"]
+        assert len(errors) == 1 and isinstance(errors[0], CallError), errors
+        assert errors[0].code == "engine_failed" and "ran out of memory" in errors[0].message
+        assert runner.failed == 1 and not runner.closing
+        assert runner.offer(_dispatch("after", 1))  # still taking and running calls
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if any(c.call_id == "after" and c.tokens for c in runner.running):
+                break
+        assert any(c.call_id == "after" and c.tokens for c in runner.running)
