@@ -162,3 +162,81 @@ async def test_load_calls_columns_are_call_row_fields(db: str) -> None:
         assert call is not None and call.prompt_ids_len == 2 and call.prompt_chars == 0
     finally:
         await pool.close()
+
+
+async def test_accept_returns_the_row_load_calls_reads(db: str) -> None:
+    """The frontend's accept statement `with_row` returns the scheduling row the scheduler would
+    otherwise read back (`load_calls`) - the same values in every field but the clock - for a
+    first call, a call with parents whose service has moved, and a program with folded progress;
+    a snapshot of it survives the trip through JSON; duplicates and closed programs give none."""
+    import dataclasses
+    import json
+
+    pool = await create_pool(db, max_size=2)
+    try:
+        parents = await _setup(pool, 2, [1.5, 4.0])
+        await pool.execute("UPDATE calls SET service = 7.0 WHERE id = $1; ", parents[0][0])
+        async with pool.acquire() as conn:
+            await q.fold_progress(conn, [q.Progress(parents[1][0], ENGINE, 9.0, 0.5, PROGRAM)])
+        cases = [
+            ("row-prog-1", [], None, '{"v": 1, "program_id": "row-prog-1", "prompt": "hello"}'),
+            (
+                PROGRAM,
+                [c for c, _ in parents],
+                "client-1",
+                '{"v": 1, "program_id": "fold-prog", "prompt_token_ids": [1, 2, 3]}',
+            ),
+        ]
+        for program, parent_ids, client_call_id, request in cases:
+            res = await q.accept_call(
+                pool,
+                call_id=q.new_call_id(),
+                program_id=program,
+                thread_id="t9",
+                client_call_id=client_call_id,
+                parent_ids=parent_ids,
+                reply_to="_INBOX.row",
+                request_json=request,
+                with_row=True,
+            )
+            assert res.row is not None and not res.duplicate
+            loaded = await q.load_call(pool, res.call_id)
+            assert loaded is not None
+            got, want = dataclasses.asdict(res.row), dataclasses.asdict(loaded)
+            assert abs(got.pop("now_s") - want.pop("now_s")) < 5.0
+            assert got == want
+            snap = q.call_row_snapshot(res.row)
+            assert snap is not None
+            back = q.call_row_from_snapshot(json.loads(json.dumps(snap)))
+            assert back == res.row
+        assert res.row.parents_service == [7.0, 9.0] and res.row.program_attained == 9.0
+        assert q.call_row_from_snapshot(snap[:-1]) is None  # another version's fields: load
+        again = await q.accept_call(
+            pool,
+            call_id=q.new_call_id(),
+            program_id=PROGRAM,
+            thread_id="t9",
+            client_call_id="client-1",
+            parent_ids=[],
+            reply_to="_INBOX.row2",
+            request_json=request,
+            with_row=True,
+        )
+        assert again.duplicate and again.row is None
+        await q.close_program(pool, "row-prog-1")
+        closed = await q.accept_call(
+            pool,
+            call_id=q.new_call_id(),
+            program_id="row-prog-1",
+            thread_id="t9",
+            client_call_id=None,
+            parent_ids=[],
+            reply_to="_INBOX.row3",
+            request_json=cases[0][3],
+            with_row=True,
+        )
+        assert closed.program_closed and closed.row is None
+        big = dataclasses.replace(res.row, request_json="x" * (q.SNAPSHOT_MAX_REQUEST + 1))
+        assert q.call_row_snapshot(big) is None
+    finally:
+        await pool.close()

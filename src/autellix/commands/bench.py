@@ -535,9 +535,13 @@ def overhead(
     compare_direct: Annotated[
         bool,
         typer.Option(
-            help="Also measure with direct hops off (JetStream only), in alternating rounds."
+            help="Also measure with direct hops off (JetStream only) and without the row "
+            "snapshot, in alternating rounds."
         ),
     ] = True,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Alternating rounds per setting when comparing.")
+    ] = 2,
 ) -> None:
     """Control-plane overhead with a zero-work SIMULATED engine: per-call latency the frontend +
     scheduler + engine path adds (p50/p99), and one scheduler replica's decisions per second."""
@@ -553,6 +557,7 @@ def overhead(
         py_spy_out=py_spy,
         log_dir=log_dir,
         compare_direct=compare_direct,
+        rounds=rounds,
     )
     with console.status("measuring control-plane overhead (zero-work SIMULATED engine) ..."):
         result = asyncio.run(run_overhead(cfg, nats_url=nats_url, database_url=database_url))
