@@ -8,8 +8,7 @@ replay after it.
 Accepting a call (`accept_call`):
 1. one statement (one commit): program upsert (auto-created while unknown; a closed program
    refuses with `program_closed`), call insert (idempotent on (program_id, client_call_id)),
-   thread upsert; with direct hops on, it also returns the call's scheduling row (what the
-   scheduler would read back first), which rides along in the direct offer;
+   thread upsert;
 2. answer `CallAccepted` (through the caller-supplied `send`);
 3. offer the `ScheduleCall` to the schedulers directly (core NATS request to the queue group,
    `autellix.direct`): taken means a replica has dispatched it; otherwise (busy, no replica,
@@ -73,7 +72,6 @@ class FrontendContext:
     publisher: AsyncPublisher | None = None  # None: one JetStream request per publish
     direct: bool = False  # offer ScheduleCalls to the schedulers directly first (`direct.py`)
     direct_timeout_s: float = 1.0
-    snapshot: bool = True  # direct offers carry the call's scheduling row (`direct.py`)
     direct_gate: DirectGate = field(default_factory=DirectGate)
 
 
@@ -111,8 +109,6 @@ async def accept_call(
         parent_ids=request.parent_ids,
         reply_to=reply_to,
         request_json=request.model_dump_json(exclude_none=True),
-        # offered to a scheduler directly: hand it the row too (it skips reading it back)
-        with_row=ctx.direct and ctx.snapshot and ctx.publisher is not None,
     )
     ctx.crash("after_insert")  # tests: die between the insert and everything else
     if res.program_closed:
@@ -135,23 +131,15 @@ async def accept_call(
                 outcome.replay.append(stored_result(record))
                 await send(outcome.replay[-1])
         return outcome
-    snapshot = q.call_row_snapshot(res.row) if res.row is not None else None
-    outcome.published = await _schedule(ctx, accepted, reply_to, headers, snapshot)
+    outcome.published = await _schedule(ctx, accepted, reply_to, headers)
     return outcome
 
 
 async def _schedule(
-    ctx: FrontendContext,
-    accepted: CallAccepted,
-    reply_to: str,
-    headers: dict[str, str] | None,
-    snapshot: list[Any] | None = None,
+    ctx: FrontendContext, accepted: CallAccepted, reply_to: str, headers: dict[str, str] | None
 ) -> bool:
     schedule = ScheduleCall(
-        call_id=accepted.call_id,
-        program_id=accepted.program_id,
-        reply_to=reply_to,
-        snapshot=snapshot,
+        call_id=accepted.call_id, program_id=accepted.program_id, reply_to=reply_to
     )
     payload = encode(schedule)
     try:

@@ -113,7 +113,6 @@ class FrontendService:
             publisher=publisher,
             direct=direct.enabled(),
             direct_timeout_s=direct.timeout_s(self.log),
-            snapshot=direct.snapshot_enabled(),
         )
         for subject, handler in (
             (self.subjects.submit, self._on_submit),

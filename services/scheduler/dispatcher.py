@@ -3,8 +3,7 @@
 Handling a batch of ScheduleCall messages (`Dispatcher.handle_batch`; every message that is
 available when a batch starts joins it, up to `batch` — one message when the system is quiet):
 
-1. load all their calls (and programs, and exact-ATLAS parents) from Postgres: one query (a
-   call offered directly brings the row the frontend's insert returned, and is not loaded);
+1. load all their calls (and programs, and exact-ATLAS parents) from Postgres: one query;
 2. by each call's status:
    * finished / failed / running / preempted → nothing to do: ack;
    * queued → `LivePolicy.decide` (pure policy core: level, order, engine) → all the batch's
@@ -56,7 +55,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from autellix import bus, direct, telemetry
+from autellix import bus, telemetry
 from autellix.direct import DirectGate
 from autellix.protocol import (
     CallError,
@@ -104,7 +103,6 @@ class Dispatcher:
         self.direct_gate = DirectGate()  # engines that just refused are not offered for a while
         self.dispatched = 0
         self.republished = 0
-        self.snapshots_used = 0  # calls decided from a direct offer's snapshot (no load)
         self.batches = 0
         self._counter = itertools.count()  # round-robin position
         self._tracing: bool | None = None  # an OTel SDK is installed (decided on first use)
@@ -151,29 +149,8 @@ class Dispatcher:
         tries = _delivered(msg)
         await msg.nak(delay=min(2.0, self.retry_delay_s * 1.5 ** min(tries - 1, 20)))
 
-    async def _load(self, parsed: list[tuple[ScheduleCall, Msg]]) -> dict[str, q.CallRow]:
-        """The batch's calls: from the snapshot a direct offer carries (the frontend's insert
-        returned it a moment ago), else from Postgres (one query for the rest).
-
-        Only direct offers: a JetStream copy may have waited in the stream for a long time, and
-        the row it would carry may be far behind. A snapshot is as old as a load would be when a
-        batch waits for its slot; a stale one cannot do harm beyond a slightly older service
-        figure: the dispatch transition is conditional (`queued`, same attempts), and a lost race
-        reloads the row to see who won."""
-        calls: dict[str, q.CallRow] = {}
-        for sc, msg in parsed:
-            if sc.snapshot is not None and isinstance(msg, direct.DirectMsg):
-                row = q.call_row_from_snapshot(sc.snapshot)
-                if row is not None and row.id == sc.call_id:
-                    calls[row.id] = row
-        self.snapshots_used += len(calls)
-        missing = list({sc.call_id for sc, _ in parsed} - calls.keys())
-        if missing:
-            calls.update(await q.load_calls(self.pool, missing))
-        return calls
-
     async def _handle(self, parsed: list[tuple[ScheduleCall, Msg]]) -> list[str]:
-        calls = await self._load(parsed)
+        calls = await q.load_calls(self.pool, list({sc.call_id for sc, _ in parsed}))
         outcomes = ["ack"] * len(parsed)
         decided: dict[str, tuple[q.CallRow, Decision, str]] = {}
         republish: dict[str, q.CallRow] = {}

@@ -258,7 +258,6 @@ class SchedulerService:
                 "scheduler totals",
                 dispatched=self.dispatcher.dispatched,
                 republished=self.dispatcher.republished,
-                decided_from_snapshot=self.dispatcher.snapshots_used,
                 direct_taken=self.direct_taken,
                 direct_refused=self.direct_refused,
                 direct_offers=dict(self.dispatcher.publisher.offers),

@@ -49,7 +49,6 @@ from autellix.settings import env_float
 
 ENV_DIRECT = "AUTELLIX_DIRECT_HOPS"
 ENV_DIRECT_TIMEOUT = "AUTELLIX_DIRECT_TIMEOUT_S"
-ENV_DIRECT_SNAPSHOT = "AUTELLIX_DIRECT_SNAPSHOT"
 DEFAULT_TIMEOUT_S = 1.0
 
 _TAKEN = encode(DirectReply(taken=True))
@@ -70,13 +69,6 @@ def enabled(env: dict[str, str] | None = None) -> bool:
     """Whether senders offer messages directly first (default on; `off`, `0`, `false` = no)."""
     value = (env if env is not None else os.environ).get(ENV_DIRECT, "on").strip().lower()
     return value not in ("off", "0", "false", "no")
-
-
-def snapshot_enabled(env: dict[str, str] | None = None) -> bool:
-    """Whether a frontend's direct offer carries the call's scheduling row (default on), so the
-    scheduler decides without reading it back; off only to measure what that saves."""
-    value = (env if env is not None else os.environ).get(ENV_DIRECT_SNAPSHOT, "on")
-    return value.strip().lower() not in ("off", "0", "false", "no")
 
 
 def timeout_s(log: Any = None, env: dict[str, str] | None = None) -> float:

@@ -356,14 +356,6 @@ class ScheduleCall(_Extensible):
     reply_to: str
     attempt: int = 0
     reason: str = "new"  # new | redispatch (engine lost) | resume
-    snapshot: list[Any] | None = Field(
-        default=None,
-        description=(
-            "internal: the call's scheduling row as the frontend's insert returned it (field "
-            "order of the store's CallRow); a scheduler that receives the call over the direct "
-            "hop uses it instead of reading the row back; absent or not matching: it reads it"
-        ),
-    )
 
 
 # Dispatch.min_run_tokens of a non-preemptive policy whose calls still get different levels

@@ -535,8 +535,7 @@ def overhead(
     compare_direct: Annotated[
         bool,
         typer.Option(
-            help="Also measure with direct hops off (JetStream only) and without the row "
-            "snapshot, in alternating rounds."
+            help="Also measure with direct hops off (JetStream only), in alternating rounds."
         ),
     ] = True,
     rounds: Annotated[

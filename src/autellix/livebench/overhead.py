@@ -14,10 +14,8 @@
    takes little CPU from the scheduler being measured.
 
 With `compare_direct`, the sequential measurement runs in alternating rounds with direct hops
-on (the default deployment), on without the row snapshot (the scheduler reads each call back
-from Postgres), and off (every call through both JetStream queues), and reports them side by
-side (`direct_vs_jetstream`: p50, p99, CPU per call and their ratios;
-`no_snapshot_over_snapshot`: what the snapshot saves).
+on (the default deployment) and off (every call through both JetStream queues), and reports
+both side by side (`direct_vs_jetstream`: p50, p99, CPU per call and their ratios).
 
 Optionally `py-spy` samples the scheduler during the burst (`py_spy_out`: collapsed stacks,
 summarized into the share of samples per module family).
@@ -142,39 +140,27 @@ def _stats_ms(xs: list[float]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _direct_hops(on: bool, snapshot: bool = True) -> Any:
-    """Services started inside see `AUTELLIX_DIRECT_HOPS` (and `AUTELLIX_DIRECT_SNAPSHOT`) on
-    or off."""
-    from autellix.direct import ENV_DIRECT, ENV_DIRECT_SNAPSHOT
+def _direct_hops(on: bool) -> Any:
+    """Services started inside see `AUTELLIX_DIRECT_HOPS` on or off."""
+    from autellix.direct import ENV_DIRECT
 
-    values = {ENV_DIRECT: "on" if on else "off", ENV_DIRECT_SNAPSHOT: "on" if snapshot else "off"}
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    old = os.environ.get(ENV_DIRECT)
+    os.environ[ENV_DIRECT] = "on" if on else "off"
     try:
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-# compare_direct's settings: (name, direct hops, snapshot on the direct offer)
-_SETTINGS = (
-    ("direct", True, True),
-    ("direct_no_snapshot", True, False),
-    ("jetstream", False, False),
-)
+        if old is None:
+            os.environ.pop(ENV_DIRECT, None)
+        else:
+            os.environ[ENV_DIRECT] = old
 
 
 async def compare_direct(infra: Infra, cfg: OverheadConfig) -> dict[str, Any]:
-    """Alternating rounds (direct, direct without the row snapshot, JetStream only, direct, ...)
-    of `sequential_latency`, pooled per setting."""
-    pooled: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in _SETTINGS}
+    """Alternating rounds (on, off, on, off, ...) of `sequential_latency`, pooled per setting."""
+    pooled: dict[str, list[dict[str, Any]]] = {"direct": [], "jetstream": []}
     for _ in range(cfg.rounds):
-        for name, on, snapshot in _SETTINGS:
-            with _direct_hops(on, snapshot):
+        for name, on in (("direct", True), ("jetstream", False)):
+            with _direct_hops(on):
                 pooled[name].append(await sequential_latency(infra, cfg))
     out: dict[str, Any] = {"rounds": cfg.rounds, "calls_per_round": cfg.calls}
     for name, runs in pooled.items():
@@ -193,14 +179,6 @@ async def compare_direct(infra: Infra, cfg: OverheadConfig) -> dict[str, Any]:
         "cpu_per_call": j["cpu_ms_per_call"]["total"] / d["cpu_ms_per_call"]["total"],
         "nats_cpu_per_call": j["cpu_ms_per_call"]["nats-server"]
         / max(1e-9, d["cpu_ms_per_call"]["nats-server"]),
-    }
-    n = out["direct_no_snapshot"]
-    out["no_snapshot_over_snapshot"] = {
-        "p50": n["p50_ms"] / d["p50_ms"],
-        "p99": n["p99_ms"] / d["p99_ms"],
-        "cpu_per_call": n["cpu_ms_per_call"]["total"] / d["cpu_ms_per_call"]["total"],
-        "postgres_cpu_per_call": n["cpu_ms_per_call"]["postgres"]
-        / max(1e-9, d["cpu_ms_per_call"]["postgres"]),
     }
     return out
 
@@ -538,20 +516,7 @@ def _ab_lines(ab: dict[str, Any] | None) -> list[str]:
         f"{d['cpu_ms_per_call']['total']:.2f} ms/call; JetStream only p50 {j['p50_ms']:.2f} / "
         f"p99 {j['p99_ms']:.2f} ms, CPU {j['cpu_ms_per_call']['total']:.2f} ms/call; "
         f"JetStream/direct: p50 {x['p50']:.2f}x, p99 {x['p99']:.2f}x, "
-        f"CPU {x['cpu_per_call']:.2f}x, NATS CPU {x['nats_cpu_per_call']:.2f}x",
-        *_snapshot_lines(ab),
-    ]
-
-
-def _snapshot_lines(ab: dict[str, Any]) -> list[str]:
-    n, x = ab.get("direct_no_snapshot"), ab.get("no_snapshot_over_snapshot")
-    if not n or not x:
-        return []
-    return [
-        f"  direct hops without the row snapshot (the scheduler reads the call back): p50 "
-        f"{n['p50_ms']:.2f} / p99 {n['p99_ms']:.2f} ms, CPU {n['cpu_ms_per_call']['total']:.2f}"
-        f" ms/call; without/with: p50 {x['p50']:.2f}x, p99 {x['p99']:.2f}x, CPU "
-        f"{x['cpu_per_call']:.2f}x, Postgres CPU {x['postgres_cpu_per_call']:.2f}x"
+        f"CPU {x['cpu_per_call']:.2f}x, NATS CPU {x['nats_cpu_per_call']:.2f}x"
     ]
 
 

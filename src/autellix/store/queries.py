@@ -15,7 +15,6 @@ Every decision also writes a `call_events` row (kind dispatch | requeue | preemp
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import secrets
 import time
@@ -108,9 +107,6 @@ class AcceptResult:
     duplicate: bool
     program_closed: bool = False
     status: str = "queued"  # of the existing call when duplicate
-    # with_row: the new call's scheduling row (`CallRow`'s fields, as `load_calls` would read
-    # them right after the insert), for the scheduler to skip that read (`call_row_snapshot`)
-    row: CallRow | None = None
 
 
 async def accept_call(
@@ -123,13 +119,8 @@ async def accept_call(
     parent_ids: Sequence[str],
     reply_to: str,
     request_json: str,
-    with_row: bool = False,
 ) -> AcceptResult:
     """Register program (auto-created while open), thread and call: one statement, one commit.
-
-    `with_row`: the same statement also returns the new call's scheduling row (`CallRow`, read
-    from the rows it inserted and upserted, and the parents' current state), so the scheduler
-    the call is handed to directly need not read it back (`_ACCEPT_CALL_WITH_ROW`).
 
     The program upsert takes the program's row lock until commit, so a concurrent close either
     happens before (the upsert's `WHERE status = 'open'` fails: we report it closed) or waits
@@ -138,7 +129,22 @@ async def accept_call(
     of the program row in one statement); `close_program` / `get_program` count the calls.
     """
     row = await conn.fetchrow(
-        _ACCEPT_CALL_WITH_ROW if with_row else _ACCEPT_CALL,
+        """WITH prog AS (
+               INSERT INTO programs (id, last_call_at) VALUES ($2, now())
+               ON CONFLICT (id) DO UPDATE SET last_call_at = now()
+                   WHERE programs.status = 'open'
+               RETURNING id),
+           ins AS (
+               INSERT INTO calls (id, program_id, thread_id, client_call_id, parent_ids,
+                                  status, reply_to, request)
+               SELECT $1, prog.id, $3, $4, $5, 'queued', $6, $7::jsonb FROM prog
+               ON CONFLICT (program_id, client_call_id) DO NOTHING
+               RETURNING id),
+           thr AS (
+               INSERT INTO threads (program_id, thread_id, calls)
+               SELECT $2, $3, 1 FROM ins
+               ON CONFLICT (program_id, thread_id) DO UPDATE SET calls = threads.calls + 1)
+           SELECT (SELECT id FROM prog) AS program, (SELECT id FROM ins) AS inserted""",
         call_id,
         program_id,
         thread_id,
@@ -150,8 +156,7 @@ async def accept_call(
     if row["program"] is None:
         return AcceptResult(call_id="", duplicate=False, program_closed=True)
     if row["inserted"] is not None:
-        loaded = CallRow(*tuple(row)[2:]) if with_row else None
-        return AcceptResult(call_id=row["inserted"], duplicate=False, row=loaded)
+        return AcceptResult(call_id=row["inserted"], duplicate=False)
     dup = await conn.fetchrow(
         "SELECT id, status FROM calls WHERE program_id = $1 AND client_call_id = $2",
         program_id,
@@ -159,29 +164,6 @@ async def accept_call(
     )
     assert dup is not None, "conflict without an existing row"
     return AcceptResult(call_id=dup["id"], duplicate=True, status=dup["status"])
-
-
-_ACCEPT_CTES = """WITH prog AS (
-               INSERT INTO programs (id, last_call_at) VALUES ($2, now())
-               ON CONFLICT (id) DO UPDATE SET last_call_at = now()
-                   WHERE programs.status = 'open'
-               RETURNING {returning}),
-           ins AS (
-               INSERT INTO calls (id, program_id, thread_id, client_call_id, parent_ids,
-                                  status, reply_to, request)
-               SELECT $1, prog.id, $3, $4, $5, 'queued', $6, $7::jsonb FROM prog
-               ON CONFLICT (program_id, client_call_id) DO NOTHING
-               RETURNING {returning}),
-           thr AS (
-               INSERT INTO threads (program_id, thread_id, calls)
-               SELECT $2, $3, 1 FROM ins
-               ON CONFLICT (program_id, thread_id) DO UPDATE SET calls = threads.calls + 1)"""
-
-_ACCEPT_CALL = (
-    _ACCEPT_CTES.format(returning="id")
-    + """
-           SELECT (SELECT id FROM prog) AS program, (SELECT id FROM ins) AS inserted"""
-)
 
 
 async def redirect_reply(conn: Conn, call_id: str, reply_to: str) -> bool:
@@ -243,9 +225,8 @@ class CallRow:
     prompt_chars: int = 0  # else: characters of the text prompt or of the messages' contents
 
 
-# What the scheduler reads per call: `c` the call, `p` its program, `par` its parents (below).
-_CALL_ROW_COLUMNS = """
-           c.id, c.program_id, c.thread_id, c.status, c.attempts, c.engine_id, c.level,
+_LOAD_CALLS = """
+    SELECT c.id, c.program_id, c.thread_id, c.status, c.attempts, c.engine_id, c.level,
            c.priority, c.reply_to, c.request::text AS request_json, c.accepted_at,
            c.output_token_ids,
            p.service AS program_service, p.status AS program_status, p.engine_affinity,
@@ -263,54 +244,12 @@ _CALL_ROW_COLUMNS = """
                     CASE WHEN jsonb_typeof(c.request -> 'messages') = 'array'
                          THEN (SELECT sum(length(m ->> 'content'))
                                FROM jsonb_array_elements(c.request -> 'messages') m) END,
-                    0)::int AS prompt_chars"""
-
-_PARENTS = """LEFT JOIN LATERAL (
-        SELECT array_agg(pc.priority) AS base, array_agg(pc.service) AS service FROM calls pc
-        WHERE cardinality(c.parent_ids) > 0 AND pc.id = ANY(c.parent_ids)) par ON true"""
-
-_LOAD_CALLS = f"""
-    SELECT {_CALL_ROW_COLUMNS}
+                    0)::int AS prompt_chars
     FROM calls c JOIN programs p ON p.id = c.program_id
-    {_PARENTS}
+    LEFT JOIN LATERAL (
+        SELECT array_agg(pc.priority) AS base, array_agg(pc.service) AS service FROM calls pc
+        WHERE cardinality(c.parent_ids) > 0 AND pc.id = ANY(c.parent_ids)) par ON true
     WHERE c.id = ANY($1::text[])"""
-
-# The accept statement, also returning what `_LOAD_CALLS` would read right after it commits:
-# its CTEs hold the inserted call (`ins`) and the upserted program (`prog`) as written; the
-# parents are earlier calls, read as `_LOAD_CALLS` reads them. Empty `ins` (a duplicate or a
-# closed program): NULLs.
-_ACCEPT_CALL_WITH_ROW = f"""{_ACCEPT_CTES.format(returning="*")}
-           SELECT (SELECT id FROM prog) AS program, c.id AS inserted, {_CALL_ROW_COLUMNS}
-           FROM (SELECT 1) one LEFT JOIN ins c ON true LEFT JOIN prog p ON true
-           {_PARENTS}"""
-
-# A snapshot travels only with calls whose request is at most this big (it carries the request
-# once more, and a ScheduleCall must stay far below NATS's message size limit).
-SNAPSHOT_MAX_REQUEST = 64 * 1024
-_CALL_ROW_FIELDS = [f.name for f in dataclasses.fields(CallRow)]
-_ACCEPTED_AT = _CALL_ROW_FIELDS.index("accepted_at")
-
-
-def call_row_snapshot(row: CallRow) -> list[Any] | None:
-    """`row` as a JSON-ready list (field order), or None when its request is too big to carry."""
-    if len(row.request_json) > SNAPSHOT_MAX_REQUEST:
-        return None
-    values = [getattr(row, name) for name in _CALL_ROW_FIELDS]
-    values[_ACCEPTED_AT] = row.accepted_at.isoformat()
-    return values
-
-
-def call_row_from_snapshot(values: Sequence[Any]) -> CallRow | None:
-    """The `CallRow` a `call_row_snapshot` came from; None when it does not fit (another
-    version's fields: the caller then loads the row)."""
-    if len(values) != len(_CALL_ROW_FIELDS):
-        return None
-    try:
-        fields = list(values)
-        fields[_ACCEPTED_AT] = datetime.fromisoformat(fields[_ACCEPTED_AT])
-        return CallRow(*fields)
-    except (TypeError, ValueError):
-        return None
 
 
 def _call_row(row: asyncpg.Record) -> CallRow:
