@@ -320,6 +320,14 @@ async def _unit_engine(
         await backend.stop()
 
 
+async def _settle(cond: Any, within_s: float = 1.0) -> None:
+    """Poll `cond` every 10 ms until it holds or `within_s` passes; the caller asserts after."""
+    for _ in range(round(within_s / 0.01)):
+        await asyncio.sleep(0.01)
+        if cond():
+            return
+
+
 async def test_engine_orders_by_rank_applies_each_control_once_and_preempts_by_plan() -> None:
     from autellix.protocol import Control
 
@@ -350,10 +358,7 @@ async def test_engine_orders_by_rank_applies_each_control_once_and_preempts_by_p
         assert not any(c.stop_reason for c in runner.running)  # nobody waits above level 1
         # demote the running call below the waiting ones: plan_batch preempts it for b
         runner.control(Control(action="set_level", call_id="a", level=3, seq=1))
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if [c.call_id for c in runner.running] == ["b"]:
-                break
+        await _settle(lambda: [c.call_id for c in runner.running] == ["b"])
         assert [c.call_id for c in runner.running] == ["b"]
         a = runner.calls["a"]
         assert a.state == "waiting" and a.level == 3 and a.preemptions == 1 and a.tokens
@@ -376,10 +381,8 @@ async def test_engine_never_preempts_a_run_dispatched_by_a_non_preemptive_policy
         a = runner.calls["a"]
         assert [c.call_id for c in runner.running] == ["a"] and a.preemptions == 0
         assert a.run_tokens > 0 and a.stop_reason is None
-        for _ in range(300):  # a's 100 tokens at 2 ms each, then b
-            await asyncio.sleep(0.01)
-            if [c.call_id for c in runner.running] == ["b"]:
-                break
+        # a's 100 tokens at 2 ms each, then b
+        await _settle(lambda: [c.call_id for c in runner.running] == ["b"], within_s=3.0)
         assert [c.call_id for c in runner.running] == ["b"] and a.preemptions == 0
 
 
@@ -402,11 +405,8 @@ async def test_engine_counts_as_saved_only_the_tokens_a_progress_save_wrote() ->
     pool = _SlowSavePool()
     async with _unit_engine(0.002, pool=pool) as runner:
         assert runner.offer(_dispatch("a", 1))
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            a = runner.calls.get("a")
-            if a is not None and a.sent >= 10:
-                break
+        await _settle(lambda: "a" in runner.calls and runner.calls["a"].sent >= 10)
+        a = runner.calls["a"]
         await runner.save_progress_and_check()
         assert pool.saved and pool.saved[-1][0] == "a"
         written = pool.saved[-1][1]
@@ -446,17 +446,11 @@ async def test_backend_out_of_memory_is_a_typed_error_and_the_engine_keeps_servi
 
         runner.backend.generate = failing
         assert runner.offer(_dispatch("oom", 1))
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if "oom" not in runner.calls:
-                break
+        await _settle(lambda: "oom" not in runner.calls)
         errors = [CALL_REPLY.validate_json(p) for s, p in nc.sent if s == "ok"]
         assert len(errors) == 1 and isinstance(errors[0], CallError), errors
         assert errors[0].code == "engine_failed" and "ran out of memory" in errors[0].message
         assert runner.failed == 1 and not runner.closing
         assert runner.offer(_dispatch("after", 1))  # still taking and running calls
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if any(c.call_id == "after" and c.tokens for c in runner.running):
-                break
+        await _settle(lambda: any(c.call_id == "after" and c.tokens for c in runner.running))
         assert any(c.call_id == "after" and c.tokens for c in runner.running)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,15 +146,24 @@ def test_deterministic(progs: list[ProgramSpec], profile: EngineProfile, policy:
     assert a.preemptions == b.preemptions and a.engine_utilization == b.engine_utilization
 
 
+def _jumped_and_stepped(
+    progs: list[ProgramSpec], profile: EngineProfile, min_run: int, **extra: Any
+) -> tuple[SimRun, SimRun]:
+    """The same ATLAS run twice: with the simulator's multi-step jumps, and one step at a time."""
+    kw = {"beta": 0.5, "min_run_tokens": min_run, **extra}
+    return (
+        simulate(progs, policy="atlas", profile=profile, **kw),
+        simulate(progs, policy="atlas", profile=profile, max_jump_steps=1, **kw),
+    )
+
+
 @SETTINGS
 @given(progs=programs(), profile=profiles, min_run=st.sampled_from([0, 3, 16]))
 def test_jumps_match_single_steps(
     progs: list[ProgramSpec], profile: EngineProfile, min_run: int
 ) -> None:
     """Jumping over many decode iterations gives the same schedule as stepping one at a time."""
-    kw = {"beta": 0.5, "min_run_tokens": min_run}
-    a = simulate(progs, policy="atlas", profile=profile, **kw)
-    b = simulate(progs, policy="atlas", profile=profile, max_jump_steps=1, **kw)
+    a, b = _jumped_and_stepped(progs, profile, min_run)
     for x, y in zip(a.programs, b.programs, strict=True):
         assert math.isclose(x.finish_s, y.finish_s, rel_tol=1e-9, abs_tol=1e-9)
         assert x.preemptions == y.preemptions
@@ -207,8 +217,6 @@ def test_jump_cut_at_a_boundary_that_coincides_with_an_issue() -> None:
         prefill_per_token_s=0.0001,
         swap_s_per_token=1e-06,
     )
-    kw = {"beta": 0.5, "min_run_tokens": 0, "record_calls": True}
-    a = simulate(progs, policy="atlas", profile=profile, **kw)
-    b = simulate(progs, policy="atlas", profile=profile, max_jump_steps=1, **kw)
+    a, b = _jumped_and_stepped(progs, profile, 0, record_calls=True)
     assert a.call_records == b.call_records
     assert [p.finish_s for p in a.programs] == [p.finish_s for p in b.programs]
