@@ -8,7 +8,7 @@ import os
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from autellix.settings import sqlalchemy_url
+from autellix.runtime.settings import sqlalchemy_url
 from autellix.store.models import Base
 
 config = context.config

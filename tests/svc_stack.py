@@ -3,21 +3,30 @@
 `Stack` wraps E's `ProcessGroup` with the three service command lines for one namespace and
 database; `WireRecorder` submits raw `CallRequest`s and keeps *every* message each inbox gets, so
 a test can check "exactly once" on the wire, not just through the client's de-duplication.
+
+These stacks run on the test NATS server without authentication, like `autellix up --insecure`:
+per-role NATS users are tested on stacks of their own (`tests/stack/test_nats_auth.py`,
+`autellix.local.stack.StackConfig(auth=True)`, and `autellix up` in test_cli_stack.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from autellix.protocol import (
+from autellix.local.supervisor import ProcessGroup, ServiceSpec
+from autellix.runtime.settings import Settings, asyncpg_dsn
+from autellix.wire.protocol import (
     CALL_REPLY,
     CallAccepted,
     CallError,
@@ -27,10 +36,15 @@ from autellix.protocol import (
     TokenDelta,
     encode,
 )
-from autellix.settings import Settings, asyncpg_dsn
-from autellix.supervisor import ProcessGroup, ServiceSpec
 
 READY = '"event": "{name} ready"'
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -39,9 +53,29 @@ class Stack:
     log_dir: Path
     group: ProcessGroup = field(init=False)
 
+    #: the OpenAI HTTP API's base URL once `start_frontend(http=True)` ran
+    http_url: str | None = field(default=None, init=False)
+
     def __post_init__(self) -> None:
         self.group = ProcessGroup(log_dir=self.log_dir, echo=False)
         self.subjects = Subjects(self.settings.namespace)
+
+    def start_frontend(self, *args: str, http: bool = False, name: str = "frontend") -> None:
+        """Start a frontend; with `http`, also its HTTP API on a free port (`http_url`)."""
+        if http:
+            port = free_port()
+            self.http_url = f"http://127.0.0.1:{port}"
+            args = ("--http-port", str(port), *args)
+        self.start(name, "frontend", *args)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Stack]:
+        """Wait until every started service says it is ready; stop them all on the way out."""
+        try:
+            await self.wait_ready()
+            yield self
+        finally:
+            await self.stop()
 
     def _spec(
         self,
@@ -83,6 +117,42 @@ class Stack:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.group.stop_all, 30.0)
+
+
+def stack_fixture(
+    *,
+    scheduler: Sequence[str] = (),
+    engines: Mapping[str, Sequence[str]] | None = None,
+    frontend: Sequence[str] = (),
+    http: bool = False,
+    await_engines: bool = False,
+) -> Any:
+    """A module-scoped `stack` fixture: one frontend (`frontend`: its extra flags; `http`: with
+    its HTTP API), one scheduler (`scheduler`: its flags) and the named `engines` (each with its
+    flags). With `await_engines` (needs `http`) it yields once the frontend's /health counts
+    every engine, so the first test does not race the engines' first heartbeats."""
+    import httpx
+    import pytest_asyncio
+
+    named = dict(engines or {})
+
+    @pytest_asyncio.fixture(scope="module")
+    async def stack(new_stack: Callable[[], Stack]) -> AsyncIterator[Stack]:
+        s = new_stack()
+        s.start_frontend(*frontend, http=http)
+        s.start("scheduler", "scheduler", *scheduler)
+        for name, args in named.items():
+            s.start_engine(name, *args)
+        async with s.running():
+            if await_engines:
+                async with httpx.AsyncClient(base_url=s.http_url) as h:
+                    for _ in range(200):
+                        if (await h.get("/health")).json()["engines"] >= len(named):
+                            break
+                        await asyncio.sleep(0.1)
+            yield s
+
+    return stack
 
 
 async def db_fetch(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from autellix.service_runtime import resolve_settings, run_service
+from autellix.runtime.options import DatabaseUrlOpt, NamespaceOpt, NatsUrlOpt
+from autellix.runtime.service import resolve_settings
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -23,18 +24,20 @@ def _parse_opts(items: list[str]) -> dict[str, str]:
 
 @app.command()
 def main(
-    nats_url: Annotated[str | None, typer.Option(help="NATS URL (env AUTELLIX_NATS_URL)")] = None,
-    database_url: Annotated[
-        str | None, typer.Option(help="Postgres URL (env AUTELLIX_DATABASE_URL)")
-    ] = None,
-    namespace: Annotated[
-        str | None, typer.Option(help="subject/stream namespace (env AUTELLIX_NAMESPACE)")
-    ] = None,
+    nats_url: NatsUrlOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    namespace: NamespaceOpt = None,
     backend: Annotated[str, typer.Option(help="sim (simulated) or vllm")] = "sim",
     engine_id: Annotated[
         str | None, typer.Option(help="stable id (default: <backend>-<random>)")
     ] = None,
     model: Annotated[str | None, typer.Option(help="model name or path")] = None,
+    served_model_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="name calls ask for this model by (repeatable, as vLLM's flag); default: --model"
+        ),
+    ] = None,
     max_batch: Annotated[int, typer.Option(min=1, help="calls running at once")] = 8,
     max_model_len: Annotated[int | None, typer.Option(help="context length in tokens")] = None,
     token_latency: Annotated[
@@ -67,10 +70,19 @@ def main(
     max_preemptions: Annotated[
         int, typer.Option(min=1, help="priority preemptions in flight at once (per step)")
     ] = 1,
+    identities: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="sim only: run this many light engine identities in this process (ids "
+            "<engine-id>-0000, -0001, ...; one NATS connection, one Postgres pool, heartbeats "
+            "written in one statement): control-plane scale tests",
+        ),
+    ] = 1,
 ) -> None:
     """Run one engine: consume its dispatch subjects, generate, stream tokens to callers."""
-    from autellix.services.engine.runner import RunnerConfig
-    from autellix.services.engine.service import EngineOptions, build
+    from autellix.services.engine.service import EngineOptions, run
+    from autellix.services.engine.state import RunnerConfig
 
     settings = resolve_settings(nats_url, database_url, namespace)
     backend_options: dict[str, object] = {"max_batch": max_batch}
@@ -89,6 +101,7 @@ def main(
         backend=backend,
         engine_id=engine_id,
         backend_options=backend_options,
+        served_models=list(served_model_name or []),
         heartbeat_interval_s=heartbeat_interval,
         progress_interval_s=progress_interval,
         report_interval_s=report_interval,
@@ -104,11 +117,14 @@ def main(
         options.resolved_id()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if identities > 1:
+        if backend != "sim":
+            raise typer.BadParameter("--identities > 1 needs --backend sim (light engines)")
+        from autellix.services.engine.host import run as run_host
 
-    async def _build(s, log):  # type: ignore[no-untyped-def]
-        return await build(s, log, options)
-
-    run_service("engine", _build, settings)
+        run_host(settings, options, identities)
+        return
+    run(settings, options)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Engine service process: registration, heartbeats, the dispatch consumer, control, reports.
 
-Everything call-related is in `runner.py`; this module wires it to NATS and Postgres and owns
-the process lifecycle:
+Everything call-related is in `runner.py` and the job modules it joins (README.md, "Where each
+job lives"); this module wires it to NATS and Postgres and owns the process lifecycle:
 
 * **Start**: register in `engines`, take back calls a previous incarnation with the same id left
   active (they go back to `queued` and are re-dispatched), then consume this engine's dispatch
@@ -41,13 +41,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autellix import bus, direct
-from autellix.protocol import Control, Dispatch, EngineHeartbeat, Subjects, encode
-from autellix.services.engine.backends import create_backend
+from autellix.backends import create_backend
+from autellix.runtime.service import run_service
+from autellix.runtime.settings import Settings
 from autellix.services.engine.runner import EngineRunner, RunnerConfig
-from autellix.settings import Settings
-from autellix.store import queries as q
 from autellix.store.db import create_pool, synchronous_commit_for
+from autellix.store.engines import Beat, engine_heartbeats, register_engine, set_engine_status
+from autellix.store.requeue import requeue_engine_calls
+from autellix.transport import bus, direct
+from autellix.wire.protocol import Control, Dispatch, EngineHeartbeat, Subjects, encode
 
 _ENGINE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
@@ -63,10 +65,12 @@ class EngineOptions:
     drain_timeout_s: float = 20.0
     orphan_sweep_s: float = 30.0
     ack_delay_s: float = 0.005  # Dispatch acks are sent in groups (see `_ack_soon`)
-    #: direct Dispatch offers (`autellix.direct`) are refused while this many calls wait in
+    #: direct Dispatch offers (`transport.direct`) are refused while this many calls wait in
     #: the local queues: a backlog stays in JetStream
     direct_backlog: int = 256
     runner: RunnerConfig = field(default_factory=RunnerConfig)
+    #: the model names calls may ask for (vLLM's --served-model-name); empty: the model itself
+    served_models: list[str] = field(default_factory=list)
 
     def resolved_id(self) -> str:
         eid = self.engine_id or f"{self.backend}-{secrets.token_hex(3)}"
@@ -75,12 +79,29 @@ class EngineOptions:
         return eid
 
 
+@dataclass(frozen=True)
+class SharedIO:
+    """What the identities of one engine host (`host.py`) share: one NATS connection (its
+    JetStream context) and one Postgres pool. The host heartbeats for all of them."""
+
+    nc: Any
+    js: Any
+    pool: Any
+
+
 class EngineService:
     name = "engine"
 
-    def __init__(self, settings: Settings, options: EngineOptions, log: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        options: EngineOptions,
+        log: Any,
+        shared: SharedIO | None = None,
+    ) -> None:
         self.settings = settings
         self.opts = options
+        self.shared = shared
         self.engine_id = options.resolved_id()
         self.subjects = Subjects(settings.namespace)
         self.log = log.bind(engine_id=self.engine_id)
@@ -111,22 +132,11 @@ class EngineService:
     async def start(self) -> None:
         self.backend = create_backend(self.opts.backend, **self.opts.backend_options)
         await self.backend.start()
-        assert self.settings.nats_url and self.settings.database_url
-        self.nc = await bus.connect(
-            self.settings.nats_url, name=f"autellix-{self.engine_id}", log=self.log
-        )
-        self.js = self.nc.jetstream()
-        await bus.ensure_streams(self.js, self.subjects)
-        self.pool = await create_pool(
-            self.settings.database_url,
-            max_size=8,
-            application_name=f"autellix-{self.engine_id}",
-            synchronous_commit=synchronous_commit_for("engine"),
-            # statements by call id or engine id only: `finish_call` was re-planned on every
-            # call (0.65 -> 0.58 ms with the generic plan, bench/overhead/README.md "Session 6")
-            generic_plans=True,
-        )
-        await q.register_engine(
+        if self.shared is not None:
+            self.nc, self.js, self.pool = self.shared.nc, self.shared.js, self.shared.pool
+        else:
+            await self._connect()
+        await register_engine(
             self.pool,
             engine_id=self.engine_id,
             backend=self.backend.name,
@@ -134,7 +144,7 @@ class EngineService:
             max_batch=self.backend.max_batch,
             meta={"max_model_len": self.backend.max_model_len},
         )
-        leftovers = await q.requeue_engine_calls(
+        leftovers = await requeue_engine_calls(
             self.pool, [self.engine_id], actor=self.engine_id, reason="engine restarted"
         )
         if leftovers:
@@ -166,13 +176,28 @@ class EngineService:
             self.subjects.dispatch_direct(self.engine_id), cb=self._on_direct
         )
         await self._heartbeat_once()
-        for coro in (
-            self._consume(),
-            self._heartbeat_loop(),
-            self._progress_loop(),
-            self._report_loop(),
-        ):
+        loops = [self._consume(), self._progress_loop(), self._report_loop()]
+        if self.shared is None:  # a host's identities are heartbeaten by the host
+            loops.append(self._heartbeat_loop())
+        for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
+
+    async def _connect(self) -> None:
+        assert self.settings.nats_url and self.settings.database_url
+        self.nc = await bus.connect(
+            self.settings.nats_url, name=f"autellix-{self.engine_id}", log=self.log
+        )
+        self.js = self.nc.jetstream()
+        await bus.ensure_streams(self.js, self.subjects)
+        self.pool = await create_pool(
+            self.settings.database_url,
+            max_size=8,
+            application_name=f"autellix-{self.engine_id}",
+            synchronous_commit=synchronous_commit_for("engine"),
+            # statements by call id or engine id only: `finish_call` was re-planned on every
+            # call (0.65 -> 0.58 ms with the generic plan, bench/overhead/README.md "Session 6")
+            generic_plans=True,
+        )
 
     # ------------------------------------------------------------------ loops
 
@@ -259,6 +284,7 @@ class EngineService:
             engine_id=self.engine_id,
             backend=self.backend.name,
             model=self.backend.model,
+            served_models=list(self.opts.served_models),
             max_batch=self.backend.max_batch,
             running=len(self.runner.running),
             waiting=len(self.runner.queues),
@@ -270,19 +296,23 @@ class EngineService:
             work=stats.work,
         )
 
-    async def _heartbeat_once(self) -> None:
+    async def publish_heartbeat(self) -> Beat:
+        """This engine's heartbeat on NATS; returns the figures its `engines` row keeps."""
         hb = self.heartbeat()
         await self.nc.publish(self.subjects.heartbeat, encode(hb))
+        return Beat(self.engine_id, hb.running, hb.waiting, hb.kv_cache_usage)
+
+    async def _heartbeat_once(self) -> None:
+        beat = await self.publish_heartbeat()
         try:
-            await q.engine_heartbeat(
-                self.pool,
-                engine_id=self.engine_id,
-                running=hb.running,
-                waiting=hb.waiting,
-                kv_cache_usage=hb.kv_cache_usage,
-            )
+            await engine_heartbeats(self.pool, [beat])
         except Exception as exc:
             self.log.warning("heartbeat not written to Postgres", error=repr(exc))
+
+    def check_backend(self) -> None:
+        """A backend that died while idle: nobody else notices (the heartbeat loop asks)."""
+        if getattr(self.backend, "dead", False):
+            self._on_backend_dead("engine backend is dead")
 
     def _on_backend_dead(self, why: str) -> None:
         """Stop taking calls now and shut down as on SIGTERM (calls are handed back); `stop`
@@ -299,8 +329,7 @@ class EngineService:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.opts.heartbeat_interval_s)
-            if getattr(self.backend, "dead", False):  # died while idle: nobody else notices
-                self._on_backend_dead("engine backend is dead")
+            self.check_backend()
             try:
                 await self._heartbeat_once()
             except Exception as exc:
@@ -355,18 +384,19 @@ class EngineService:
         )
         await self.runner.drain(self.opts.drain_timeout_s)
         # anything dispatched to us that we never pulled goes back to the schedulers too
-        left = await q.requeue_engine_calls(
+        left = await requeue_engine_calls(
             self.pool, [self.engine_id], actor=self.engine_id, reason="engine stopped"
         )
         if left:
             await bus.publish_schedule(self.js, self.subjects, left, reason="redispatch")
-        await q.set_engine_status(self.pool, self.engine_id, "down")
+        await set_engine_status(self.pool, self.engine_id, "down")
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.nc.drain()
-        await self.pool.close()
+        if self.shared is None:  # a host closes what its identities share
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            await self.pool.close()
         await self.backend.stop()
         self.log.info(
             "engine totals",
@@ -383,3 +413,13 @@ class EngineService:
 
 async def build(settings: Settings, log: Any, options: EngineOptions) -> EngineService:
     return EngineService(settings, options, log)
+
+
+def run(settings: Settings, options: EngineOptions) -> None:
+    """Run one engine process until SIGTERM (`python -m autellix.services.engine` parses the flags
+    into `options` and calls this)."""
+
+    async def _build(s: Settings, log: Any) -> EngineService:
+        return await build(s, log, options)
+
+    run_service("engine", _build, settings)

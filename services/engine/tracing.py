@@ -17,7 +17,8 @@ Metrics (names under `autellix.engine.*`, attributes `autellix.engine_id`, `aute
 and `autellix.level` for queue depth): `queue_depth` and `running` (gauges), `preemptions` and
 `output_tokens` (counters; tokens/s is their rate), `tokens_per_second` (gauge, since the last
 collection), and the GenAI semantic-convention histograms `gen_ai.server.request.duration` and
-`gen_ai.server.time_per_output_token`.
+`gen_ai.server.time_per_output_token`; `metrics.py` adds batch capacity, time to first token,
+prefix-cache tokens and failed calls.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from autellix import telemetry
+from autellix.runtime import telemetry
+from autellix.services.engine.metrics import REQUEST_S, TOKEN_S, EngineMetrics
 
 
 def _operation(call: Any) -> str:
@@ -49,36 +51,35 @@ class EngineTelemetry:
         self._rate_mark = (time.monotonic(), 0)
         self._base = {"engine_id": self.engine_id, "backend": self.backend}
         m = telemetry.meter("autellix.engine")
-        m.create_observable_gauge(
+        telemetry.gauge(
+            m,
             "autellix.engine.queue_depth",
-            callbacks=[self._queue_depths],
-            unit="{call}",
-            description="calls waiting in the engine, per MLFQ level",
+            self._queue_depths,
+            "calls waiting in the engine, per MLFQ level",
         )
-        m.create_observable_gauge(
-            "autellix.engine.running",
-            callbacks=[self._running],
-            unit="{call}",
-            description="calls admitted to the backend's batch",
+        telemetry.gauge(
+            m, "autellix.engine.running", self._running, "calls admitted to the backend's batch"
         )
-        m.create_observable_gauge(
+        telemetry.gauge(
+            m,
             "autellix.engine.tokens_per_second",
-            callbacks=[self._tokens_per_second],
-            unit="{token}/s",
-            description="output tokens per second since the previous collection",
+            self._tokens_per_second,
+            "output tokens per second since the previous collection",
+            "{token}/s",
         )
-        self.preemptions = m.create_counter(
-            "autellix.engine.preemptions", unit="{preemption}", description="calls preempted"
+        self.preemptions = telemetry.counter(
+            m, "autellix.engine.preemptions", "calls preempted", "{preemption}"
         )
-        self.tokens = m.create_counter(
-            "autellix.engine.output_tokens", unit="{token}", description="tokens streamed"
+        self.tokens = telemetry.counter(
+            m, "autellix.engine.output_tokens", "tokens streamed", "{token}"
         )
-        self.duration = m.create_histogram(
-            "gen_ai.server.request.duration", unit="s", description="dispatch to final answer"
+        self.duration = telemetry.histogram(
+            m, "gen_ai.server.request.duration", "dispatch to final answer", REQUEST_S
         )
-        self.per_token = m.create_histogram(
-            "gen_ai.server.time_per_output_token", unit="s", description="run time per token"
+        self.per_token = telemetry.histogram(
+            m, "gen_ai.server.time_per_output_token", "run time per token", TOKEN_S
         )
+        self.metrics = EngineMetrics(runner, self._base)  # batch, TTFT, prefix cache, failures
 
     # ------------------------------------------------------------------ metric callbacks
 
@@ -171,6 +172,10 @@ class EngineTelemetry:
             telemetry.add_event("preempted", parent, **attrs)
         self.preemptions.add(1, telemetry.attrs(**self._base))
 
+    def first_token(self, call: Any) -> None:
+        """The backend produced the call's first token (not again when it resumes)."""
+        self.metrics.first_token(call.dispatch.accepted_at)
+
     def streamed(self, n: int) -> None:
         self._tokens_total += n
         self.tokens.add(n, telemetry.attrs(**self._base))
@@ -206,8 +211,10 @@ class EngineTelemetry:
         self.duration.record(max(0.0, total_s), base)
         if u.completion_tokens:
             self.per_token.record(final.timing.run_s / u.completion_tokens, base)
+        self.metrics.prompt_served(u.prompt_tokens, u.cached_tokens)
 
     def failed(self, call: Any, code: str, message: str) -> None:
+        self.metrics.call_failed(code)
         sp = self._spans.get(_key(call))
         if sp is not None:
             telemetry.record_error(sp, str(code), message)

@@ -6,12 +6,17 @@ you get back what to answer first (`CallAccepted` or `CallError`) plus any store
 replay after it.
 
 Accepting a call (`accept_call`):
+0. refusals that store nothing: a call whose messages could exceed the bus's max_payload
+   (`message_too_large`: it could be accepted but never delivered), a call naming a `model` no
+   live engine serves (`model_not_found`, the rule in `live_engines.py`: answered now rather
+   than as `no_engine` after the scheduler's wait), and, past the bound on unfinished calls,
+   `overloaded` (`admission.py`);
 1. one statement (one commit): program upsert (auto-created while unknown; a closed program
    refuses with `program_closed`), call insert (idempotent on (program_id, client_call_id)),
    thread upsert;
 2. answer `CallAccepted` (through the caller-supplied `send`);
 3. offer the `ScheduleCall` to the schedulers directly (core NATS request to the queue group,
-   `autellix.direct`): taken means a replica has dispatched it; otherwise (busy, no replica,
+   `transport.direct`): taken means a replica has dispatched it; otherwise (busy, no replica,
    no answer within the direct timeout) publish it to JetStream (`Nats-Msg-Id` = call id: a
    retried publish is stored once), retried a few times. Answering first keeps the inbox order
    the protocol promises (accepted before any delta); the call is already durable in Postgres
@@ -22,6 +27,12 @@ durable in Postgres) and the schedulers' **reconciler** republishes every call l
 with no activity for `reconcile_after_s` (default 30 s): chosen over an outbox table because the
 calls table already *is* the outbox (status `queued`), so nothing new has to be written on the
 hot path.
+
+Tenants (HTTP API keys): `tenant` is the caller's. The call is counted against that tenant's
+bound too (`admission.py`), a program it creates is stored as its own, and a program of another
+tenant (or of none) is refused with `unknown_program`, the very answer a program that does not
+exist gets on close and cancel (HTTP: 404 `program_not_found`), with a log line. NATS callers
+and an HTTP API without keys have no tenant (None): nothing is checked.
 
 A duplicate `client_call_id` never runs twice: the existing call id comes back with
 `duplicate=true`. If that call is still in progress, its final answer is redirected to the new
@@ -37,9 +48,21 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from autellix import bus
-from autellix.direct import DirectGate
-from autellix.protocol import (
+from autellix.runtime.service import CrashPoint
+from autellix.services.frontend.admission import Admission
+from autellix.services.frontend.live_engines import EngineDirectory
+from autellix.store.accept import accept_call as store_accept_call
+from autellix.store.accept import new_call_id, redirect_reply
+from autellix.store.inspect import call_record
+from autellix.store.programs import ProgramRow, new_program_id
+from autellix.store.programs import close_program as store_close_program
+from autellix.store.programs import open_program as store_open_program
+from autellix.store.states import TERMINAL
+from autellix.transport import bus
+from autellix.transport.direct import DirectGate
+from autellix.transport.publisher import AsyncPublisher, Outgoing
+from autellix.wire.protocol import (
+    MAX_MESSAGE_BYTES,
     CallAccepted,
     CallError,
     CallFinal,
@@ -55,10 +78,8 @@ from autellix.protocol import (
     Timing,
     Usage,
     encode,
+    too_large_for_bus,
 )
-from autellix.service_runtime import CrashPoint
-from autellix.services.scheduler.jspub import AsyncPublisher, Outgoing
-from autellix.store import queries as q
 
 
 @dataclass
@@ -73,6 +94,10 @@ class FrontendContext:
     direct: bool = False  # offer ScheduleCalls to the schedulers directly first (`direct.py`)
     direct_timeout_s: float = 1.0
     direct_gate: DirectGate = field(default_factory=DirectGate)
+    #: the NATS server's max_payload (from its INFO): no message of an accepted call may exceed it
+    max_payload: int = MAX_MESSAGE_BYTES
+    admission: Admission | None = None  # None: no bound on unfinished calls
+    engines: EngineDirectory | None = None  # None: no call is refused for its model
 
 
 @dataclass
@@ -80,6 +105,13 @@ class AcceptOutcome:
     first: CallAccepted | CallError
     replay: list[CallFinal | CallError] = field(default_factory=list)
     published: bool = True
+    #: the call named a program of another tenant (`first` is then `unknown_program`'s error)
+    not_owned: bool = False
+
+
+def unknown_program(program_id: str) -> CallError:
+    """The answer for a program that does not exist, and the same for another tenant's."""
+    return CallError(code=ErrorCode.validation_error, message=f"unknown program {program_id}")
 
 
 Send = Callable[[CallAccepted | CallError | CallFinal], Awaitable[None]]
@@ -91,6 +123,7 @@ async def accept_call(
     reply_to: str,
     send: Send,
     headers: dict[str, str] | None = None,
+    tenant: str | None = None,
 ) -> AcceptOutcome:
     """Register the call, `send` the caller its first answer(s), then schedule it.
 
@@ -100,17 +133,38 @@ async def accept_call(
     it always precedes the first delta on the caller's inbox. Measured: under load a delta did
     overtake an accepted sent after the publish.
     """
-    res = await q.accept_call(
+    request_json = request.model_dump_json(exclude_none=True)
+    refused = too_large_for_bus(request, request_json, ctx.max_payload)
+    if refused is None and ctx.engines is not None:
+        refused = ctx.engines.refusal(request.model)
+    if refused is None and ctx.admission is not None:
+        refused = await ctx.admission.check(tenant)
+    if refused is not None:
+        await send(refused)
+        return AcceptOutcome(refused, published=False)
+    res = await store_accept_call(
         ctx.pool,
-        call_id=q.new_call_id(),
+        call_id=new_call_id(),
         program_id=request.program_id,
         thread_id=request.thread_id,
         client_call_id=request.client_call_id,
         parent_ids=request.parent_ids,
         reply_to=reply_to,
-        request_json=request.model_dump_json(exclude_none=True),
+        request_json=request_json,
+        tenant=tenant,
     )
     ctx.crash("after_insert")  # tests: die between the insert and everything else
+    if ctx.admission is not None and (res.not_owned or res.program_closed or res.duplicate):
+        ctx.admission.uncount(tenant)  # no new call: it takes no room
+    if res.not_owned:
+        ctx.log.warning(
+            "call for another tenant's program refused as unknown",
+            program_id=request.program_id,
+            tenant=tenant,
+        )
+        error = unknown_program(request.program_id)
+        await send(error)
+        return AcceptOutcome(error, published=False, not_owned=True)
     if res.program_closed:
         error = CallError(
             code=ErrorCode.program_closed,
@@ -125,8 +179,8 @@ async def accept_call(
     outcome = AcceptOutcome(accepted)
     if res.duplicate:
         outcome.published = False
-        if res.status in q.TERMINAL or not await q.redirect_reply(ctx.pool, res.call_id, reply_to):
-            record = await q.call_record(ctx.pool, res.call_id)
+        if res.status in TERMINAL or not await redirect_reply(ctx.pool, res.call_id, reply_to):
+            record = await call_record(ctx.pool, res.call_id)
             if record is not None:
                 outcome.replay.append(stored_result(record))
                 await send(outcome.replay[-1])
@@ -189,6 +243,7 @@ def stored_result(record: dict[str, Any]) -> CallFinal | CallError:
         program_id=record["program_id"],
         finish_reason=record.get("finish_reason") or "length",
         token_ids=tokens,
+        text=record.get("output_text"),
         usage=Usage(
             prompt_tokens=record.get("prompt_tokens") or 0,
             completion_tokens=record.get("completion_tokens") or 0,
@@ -212,7 +267,7 @@ def stored_result(record: dict[str, Any]) -> CallFinal | CallError:
     )
 
 
-def _stats(row: q.ProgramRow) -> ProgramStats:
+def _stats(row: ProgramRow) -> ProgramStats:
     return ProgramStats(
         calls=row.calls_total,
         calls_finished=row.calls_finished,
@@ -223,21 +278,27 @@ def _stats(row: q.ProgramRow) -> ProgramStats:
     )
 
 
-async def open_program(ctx: FrontendContext, req: ProgramOpen) -> ProgramReply:
-    """Create (or look up) a program. Reopening a closed program is not possible: it stays
-    `closed` in the reply and its calls are refused."""
-    program_id = req.program_id or q.new_program_id()
-    row = await q.open_program(ctx.pool, program_id, dict(req.metadata))
+async def open_program(
+    ctx: FrontendContext, req: ProgramOpen, tenant: str | None = None
+) -> ProgramReply | CallError:
+    """Create (or look up) a program, as `tenant`'s when it is new. Reopening a closed program
+    is not possible: it stays `closed` in the reply and its calls are refused. Another tenant's
+    program is `unknown_program`."""
+    program_id = req.program_id or new_program_id()
+    row = await store_open_program(ctx.pool, program_id, dict(req.metadata), tenant)
+    if row is None:
+        return unknown_program(program_id)
     return ProgramReply(program_id=row.id, status=row.status, stats=_stats(row))  # type: ignore[arg-type]
 
 
-async def close_program(ctx: FrontendContext, req: ProgramClose) -> ProgramReply | CallError:
+async def close_program(
+    ctx: FrontendContext, req: ProgramClose, tenant: str | None = None
+) -> ProgramReply | CallError:
     """Close a program (the client is done); its row keeps the final statistics. One that
-    already expired (idle TTL, see the schedulers' maintenance) stays `expired`."""
-    row = await q.close_program(ctx.pool, req.program_id)
+    already expired (idle TTL, see the schedulers' maintenance) stays `expired`. Unknown, or
+    another tenant's: `unknown_program`."""
+    row = await store_close_program(ctx.pool, req.program_id, tenant)
     if row is None:
-        return CallError(
-            code=ErrorCode.validation_error, message=f"unknown program {req.program_id}"
-        )
+        return unknown_program(req.program_id)
     status = row.status if row.status in ("closed", "expired") else "closed"
     return ProgramReply(program_id=row.id, status=status, stats=_stats(row))  # type: ignore[arg-type]

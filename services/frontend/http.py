@@ -2,8 +2,10 @@
 
 Endpoints: `POST /v1/chat/completions` and `POST /v1/completions` (JSON, or server-sent events
 with `stream: true`), `GET /v1/models`, `GET /health`, `POST /v1/programs` and
-`POST /v1/programs/{id}/close` (open/close an agent program explicitly), `GET /metrics`
-(Prometheus, when that exporter is on) and `GET /openapi.json` (committed as docs/openapi.json).
+`POST /v1/programs/{id}/close` (open/close an agent program explicitly),
+`POST /v1/programs/{id}/cancel` (cancel every unfinished call of a program), `GET /metrics`
+(Prometheus text: the `autellix:` series always, the OpenTelemetry ones when that exporter is
+on) and `GET /openapi.json` (committed as docs/openapi.json).
 
 How a request becomes a call, with no extra hop: the frontend's own admission code
 (`accept.accept_call`: validate, register in Postgres, enqueue in JetStream) runs in this process;
@@ -19,6 +21,12 @@ separated call ids) headers, or the body fields `program_id`, `thread_id`, `pare
 program id is a one-call program of its own, closed when the call ends. `Idempotency-Key` (or
 `client_call_id`) makes a retried request return the first one's result instead of running again.
 
+Tenants: with API keys (`--api-key-file`) a program belongs to the tenant whose key opened it
+(explicitly, or by its first call). A request of another tenant naming it (a call in it, close,
+cancel) is answered 404 `program_not_found`, the same answer as for a program that does not
+exist, and each tenant's unfinished calls are bounded (`--max-unfinished-calls-per-tenant`: 429
+past it, other tenants still admitted).
+
 Text: engines with a tokenizer send text with their tokens. An engine without one (vLLM with
 dummy weights) sends token ids only; the API then renders each token as `<|id|>` and sets
 `autellix.text_is_placeholder`. Such an engine needs token-id prompts: `/v1/completions` with
@@ -26,12 +34,14 @@ dummy weights) sends token ids only; the API then renders each token as `<|id|>`
 a token) and answers with pseudo-words, so text prompts work on it.
 
 Tracing: the request continues the W3C `traceparent` it carries; without one it joins its
-program's trace (see `autellix.telemetry`). Each request is one `chat <model>` /
+program's trace (see `autellix.runtime.telemetry`). Each request is one `chat <model>` /
 `text_completion <model>` server span with OTel GenAI attributes, parent of the frontend's
 `autellix.accept`, whose context travels on to the scheduler and the engine.
 
-Modules: this one is the ASGI app (routes, streams, body limit, OpenAPI); `http_calls.py` turns
-requests into protocol calls and back; `http_server.py` serves the app in the frontend process.
+Modules: this one is the ASGI app (routes, OpenAPI); `http_sse.py` streams answers as server-sent
+events; `http_body_limit.py` caps request bodies; `http_requests.py` turns request bodies into
+protocol calls, `http_calls.py` runs them and turns answers back; `http_errors.py` is the error
+shape; `http_server.py` serves the app in the frontend process.
 """
 
 from __future__ import annotations
@@ -39,7 +49,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,110 +58,74 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry.trace import SpanKind
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from autellix import telemetry
 from autellix.client import CallFailed
-from autellix.protocol import (
-    MAX_MESSAGE_BYTES,
-    CallError,
-    EngineHeartbeat,
-    ErrorCode,
-    ProgramClose,
-    ProgramOpen,
-    validate_model,
-)
+from autellix.runtime import telemetry
 from autellix.services.frontend import openai_schema as oa
 from autellix.services.frontend.accept import close_program, open_program
+from autellix.services.frontend.cancel import cancel_program
 from autellix.services.frontend.http_calls import (
-    ApiError,
     CallRun,
-    Piece,
-    build_call,
+    chat_choice,
     openai_finish_reason,
     openai_usage,
     outcome_label,
     result_unless_disconnected,
 )
+from autellix.services.frontend.http_errors import ApiError, program_not_found, request_tenant
+from autellix.services.frontend.http_fanout import fan_out
+from autellix.services.frontend.http_logprobs import completion_logprobs
+from autellix.services.frontend.http_requests import build_call, output_plan
+from autellix.services.frontend.http_sse import (
+    CLIENT_GONE,
+    chat_stream,
+    completion_stream,
+    gone_error,
+)
+from autellix.services.frontend.metrics import frontend_metrics, prometheus_page
 from autellix.services.frontend.tracing import program_telemetry
-
-
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over `limit` bytes with 413 (OpenAI error shape)."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._too_large(send, int(length))
-            return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge(seen)
-            return message
-
-        async def watch_send(message: Any) -> None:
-            nonlocal started
-            started |= message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, watch_send)
-        except _BodyTooLarge as exc:
-            if not started:
-                await self._too_large(send, exc.size)
-
-    async def _too_large(self, send: Any, size: int) -> None:
-        body = ApiError(
-            413,
-            f"request body is {size} bytes or more; the limit is {self.limit}",
-            code="request_too_large",
-        ).body.model_dump_json()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body.encode()})
-
-
-class _BodyTooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
-
+from autellix.services.frontend.ui import dashboard_router
+from autellix.store.programs import new_program_id, owned_by_another
+from autellix.wire.protocol import (
+    CallError,
+    EngineHeartbeat,
+    ProgramCancel,
+    ProgramClose,
+    ProgramOpen,
+    validate_model,
+)
 
 # --------------------------------------------------------------------------- the app
 
 
-def _sse(obj: Any) -> str:
-    data = obj.model_dump_json(exclude_none=False) if hasattr(obj, "model_dump_json") else obj
-    if not isinstance(data, str):
-        data = json.dumps(data)
-    return f"data: {data}\n\n"
-
-
 def _error_json(err: ApiError) -> Any:
-    return JSONResponse(err.body.model_dump(), status_code=err.status)
+    return JSONResponse(err.body.model_dump(), status_code=err.status, headers=err.headers)
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": oa.ErrorResponse, "description": "bad input (the message names the problem)"},
-    413: {"model": oa.ErrorResponse, "description": "request body too large"},
+    413: {
+        "model": oa.ErrorResponse,
+        "description": "request body, or the call's messages, larger than the bus carries",
+    },
+    429: {
+        "model": oa.ErrorResponse,
+        "description": "overloaded: too many unfinished calls; retry after `Retry-After` seconds",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
     503: {"model": oa.ErrorResponse, "description": "no engine, or the backend is unavailable"},
+}
+_MODEL_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {
+        "model": oa.ErrorResponse,
+        "description": "model_not_found: no engine serves `model`; program_not_found: the "
+        "program id names another tenant's program",
+    },
+}
+_PROGRAM_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {
+        "model": oa.ErrorResponse,
+        "description": "program_not_found: no such program, or another tenant's (the same answer)",
+    },
 }
 
 
@@ -188,16 +161,22 @@ def create_app(gateway: Any) -> Any:
             message = str(exc.detail)
         return _error_json(ApiError(exc.status_code, message))
 
-    @app.exception_handler(_BodyTooLarge)
-    async def _too_large(_: Request, exc: _BodyTooLarge) -> Any:
-        return _error_json(
-            ApiError(413, f"request body over {MAX_MESSAGE_BYTES} bytes", code="request_too_large")
-        )
-
     def gw() -> Any:
         if gateway is None or gateway.ctx is None:
             raise ApiError(503, "not serving", type="server_error")
         return gateway
+
+    async def not_found(g: Any, program_id: str, tenant: str | None, route: str) -> ApiError:
+        """The 404 for an unknown program; logged when it is another tenant's (that read runs
+        for either, so the answer's timing does not tell them apart)."""
+        if tenant is not None and await owned_by_another(g.ctx.pool, program_id, tenant):
+            g.log.warning(
+                "request for another tenant's program answered as unknown",
+                route=route,
+                program_id=program_id,
+                tenant=tenant,
+            )
+        return program_not_found(program_id)
 
     @app.get("/health", response_model=oa.Health, responses={503: {"model": oa.Health}})
     async def health() -> Any:
@@ -208,7 +187,7 @@ def create_app(gateway: Any) -> Any:
             status="ok" if connected else "degraded",
             nats="connected" if connected else "disconnected",
             engines=len(live),
-            models=sorted({hb.model for hb in live}),
+            models=sorted({name for hb in live for name in hb.names()}),
         )
         return JSONResponse(body.model_dump(), status_code=200 if connected else 503)
 
@@ -217,7 +196,8 @@ def create_app(gateway: Any) -> Any:
         g = gw()
         by_model: dict[str, list[EngineHeartbeat]] = {}
         for hb in g.engines.live():
-            by_model.setdefault(hb.model, []).append(hb)
+            for name in hb.names():  # the engine's --served-model-name(s)
+                by_model.setdefault(name, []).append(hb)
         now = int(time.time())
         return oa.ModelList(
             data=[
@@ -241,27 +221,32 @@ def create_app(gateway: Any) -> Any:
             404, f"model {model_id!r} is not served by any live engine", code="model_not_found"
         )
 
-    @app.get("/metrics", response_class=Response, responses={404: {"model": oa.ErrorResponse}})
-    async def metrics() -> Any:
-        """Prometheus exposition (when started with `OTEL_METRICS_EXPORTER=prometheus`)."""
-        text = telemetry.prometheus_text()
-        if text is None:
-            raise ApiError(
-                404,
-                "metrics are not exported in Prometheus format by this process "
-                "(set OTEL_METRICS_EXPORTER=prometheus)",
-                code="not_found",
-            )
-        return Response(content=text[0], media_type=text[1])
+    if gateway is not None:
+        frontend_metrics().watch_engines(lambda: gateway.engines.live() if gateway.engines else [])
 
-    @app.post("/v1/programs", response_model=oa.ProgramOut, responses=_ERROR_RESPONSES)
-    async def open_program_route(body: oa.ProgramOpenBody) -> Any:
-        """Open an agent program (session) explicitly; its id goes in X-Autellix-Program-Id."""
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Any:
+        """Prometheus exposition: the `autellix:` series, then the OpenTelemetry instruments'
+        (when started with `OTEL_METRICS_EXPORTER=prometheus`)."""
+        body, content_type = prometheus_page(telemetry.prometheus_text())
+        return Response(content=body, media_type=content_type)
+
+    @app.post(
+        "/v1/programs",
+        response_model=oa.ProgramOut,
+        responses={**_ERROR_RESPONSES, **_PROGRAM_NOT_FOUND},
+    )
+    async def open_program_route(body: oa.ProgramOpenBody, request: Request) -> Any:
+        """Open an agent program (session) explicitly; its id goes in X-Autellix-Program-Id.
+        With API keys it belongs to the key's tenant: naming another tenant's is a 404."""
         g = gw()
         parsed = validate_model(ProgramOpen, body.model_dump(exclude_none=True))
         if isinstance(parsed, CallError):
             raise ApiError.from_call_error(parsed)
-        reply = await open_program(g.ctx, parsed)
+        tenant = request_tenant(request)
+        reply = await open_program(g.ctx, parsed, tenant)
+        if isinstance(reply, CallError):
+            raise await not_found(g, parsed.program_id or "", tenant, "open")
         if reply.status != "open":
             raise ApiError(400, f"program {reply.program_id} is closed", code="program_closed")
         return reply.model_dump(exclude={"type"})
@@ -269,7 +254,7 @@ def create_app(gateway: Any) -> Any:
     @app.post(
         "/v1/programs/{program_id}/close",
         response_model=oa.ProgramOut,
-        responses={**_ERROR_RESPONSES, 404: {"model": oa.ErrorResponse}},
+        responses={**_ERROR_RESPONSES, **_PROGRAM_NOT_FOUND},
     )
     async def close_program_route(program_id: str, request: Request) -> Any:
         """Close a program; answers its final statistics and ends its trace."""
@@ -277,13 +262,35 @@ def create_app(gateway: Any) -> Any:
         parsed = validate_model(ProgramClose, {"program_id": program_id})
         if isinstance(parsed, CallError):
             raise ApiError.from_call_error(parsed)
-        reply = await close_program(g.ctx, parsed)
+        tenant = request_tenant(request)
+        reply = await close_program(g.ctx, parsed, tenant)
         if isinstance(reply, CallError):
-            raise ApiError(404, reply.message, code="program_not_found")
+            raise await not_found(g, program_id, tenant, "close")
         try:
             await program_telemetry().closed(g.ctx.pool, reply, dict(request.headers))
         except Exception as exc:
             g.log.warning("program telemetry failed", error=repr(exc))
+        return reply.model_dump(exclude={"type"})
+
+    @app.post(
+        "/v1/programs/{program_id}/cancel",
+        response_model=oa.ProgramCancelOut,
+        responses={**_ERROR_RESPONSES, **_PROGRAM_NOT_FOUND},
+    )
+    async def cancel_program_route(
+        program_id: str, request: Request, body: oa.ProgramCancelBody | None = None
+    ) -> Any:
+        """Cancel every unfinished call of a program (queued or running, on any engine): each
+        is answered `cancelled` and its engine frees its slot. `close` closes it first."""
+        g = gw()
+        fields = (body or oa.ProgramCancelBody()).model_dump()
+        parsed = validate_model(ProgramCancel, {"program_id": program_id, **fields})
+        if isinstance(parsed, CallError):
+            raise ApiError.from_call_error(parsed)
+        tenant = request_tenant(request)
+        reply = await cancel_program(g.ctx, g.nc, parsed, tenant)
+        if isinstance(reply, CallError):
+            raise await not_found(g, program_id, tenant, "cancel")
         return reply.model_dump(exclude={"type"})
 
     async def run_call(
@@ -293,7 +300,8 @@ def create_app(gateway: Any) -> Any:
     ) -> Any:
         g = gw()
         started_ns = time.time_ns()
-        call, one_call = build_call(body, request.headers)
+        parser = getattr(g, "tool_call_parser", None)
+        call, one_call = build_call(body, request.headers, parser)
         carrier = dict(request.headers)
         sp = telemetry.start_span(
             f"{operation} {body.model}",
@@ -315,7 +323,9 @@ def create_app(gateway: Any) -> Any:
                 "http.route": request.url.path,
             },
         )
-        run = CallRun(g, call, g.call_timeout_s)
+        run = CallRun(g, call, g.call_timeout_s, tenant=request_tenant(request))
+        if isinstance(body, oa.ChatCompletionRequest):
+            run.plan = output_plan(body, parser)
 
         def finished(status: int, error: CallError | ApiError | None = None) -> None:
             f = run.final
@@ -346,6 +356,9 @@ def create_app(gateway: Any) -> Any:
             if one_call and run.accepted is not None:
                 g.spawn(g.close_one_call_program(call.program_id, started_ns, carrier))
             program_telemetry().call_answered("http", outcome_label(run, error))
+            if f is not None:
+                ttft = run.first_token_at - run.received_at if run.first_token_at else None
+                frontend_metrics().call_finished(f, time.monotonic() - run.received_at, ttft)
 
         try:
             with (
@@ -370,9 +383,9 @@ def create_app(gateway: Any) -> Any:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             gen = (
-                _chat_stream(run, rid, created, body.model, include_usage, finished)
+                chat_stream(run, rid, created, body.model, include_usage, finished)
                 if operation == "chat"
-                else _completion_stream(run, rid, created, body.model, include_usage, finished)
+                else completion_stream(run, rid, created, body.model, include_usage, finished)
             )
             return StreamingResponse(gen, media_type="text/event-stream", headers=out_headers)
         try:
@@ -380,32 +393,37 @@ def create_app(gateway: Any) -> Any:
         except CallFailed as exc:
             api = ApiError.from_call_error(exc.error)
             finished(api.status, exc.error)
-            return JSONResponse(api.body.model_dump(), status_code=api.status, headers=out_headers)
+            return JSONResponse(
+                api.body.model_dump(),
+                status_code=api.status,
+                headers={**out_headers, **api.headers},
+            )
         except BaseException:  # the request task itself was cancelled (server shutdown, ...)
             if run.cancel_if_unfinished("HTTP request cancelled"):
-                finished(CLIENT_GONE, _gone(run))
+                finished(CLIENT_GONE, gone_error(run))
             raise
         finally:
             run.close()
         if got is None:  # the client disconnected: nobody will read an answer
             run.cancel_if_unfinished("HTTP client disconnected")
-            finished(CLIENT_GONE, _gone(run))
+            finished(CLIENT_GONE, gone_error(run))
             return Response(status_code=CLIENT_GONE)
         final = got
         text, is_placeholder = run.full_text()
         info = run.info(is_placeholder)
+        lps = run.all_logprobs()
+        if lps is None and call.sampling.logprobs is not None:
+            g.log.info(
+                "logprobs not known for every token (the call moved between engines): null",
+                call_id=info.call_id,
+            )
         finished(200)
         if operation == "chat":
             resp: Any = oa.ChatCompletion(
                 id=rid,
                 created=created,
                 model=body.model,
-                choices=[
-                    oa.ChatChoice(
-                        message=oa.AssistantMessage(content=text),
-                        finish_reason=openai_finish_reason(final),  # type: ignore[arg-type]
-                    )
-                ],
+                choices=[chat_choice(run.plan, text, final, lps)],
                 usage=openai_usage(final),
                 autellix=info,
             )
@@ -415,18 +433,36 @@ def create_app(gateway: Any) -> Any:
                 created=created,
                 model=body.model,
                 choices=[
-                    oa.CompletionChoice(text=text, finish_reason=openai_finish_reason(final))  # type: ignore[arg-type]
+                    oa.CompletionChoice(
+                        text=text,
+                        finish_reason=openai_finish_reason(final),  # type: ignore[arg-type]
+                        logprobs=completion_logprobs(lps) if lps is not None else None,
+                    )
                 ],
                 usage=openai_usage(final),
                 autellix=info,
             )
         return JSONResponse(resp.model_dump(), headers=out_headers)
 
+    async def run_choices(
+        request: Request, body: oa.ChatCompletionRequest | oa.CompletionRequest, operation: str
+    ) -> Any:
+        if (body.n or 1) == 1:
+            return await run_call(request, body, operation)
+        g = gw()
+        started_ns, carrier = time.time_ns(), dict(request.headers)
+
+        def close(program_id: str) -> None:
+            g.spawn(g.close_one_call_program(program_id, started_ns, carrier))
+
+        return await fan_out(run_call, request, body, operation, new_program_id, close)
+
     @app.post(
         "/v1/chat/completions",
         response_model=oa.ChatCompletion,
         responses={
             **_ERROR_RESPONSES,
+            **_MODEL_NOT_FOUND,
             200: {
                 "description": "a chat completion, or with `stream: true` server-sent events of "
                 "ChatCompletionChunk (`data: <json>`), ending with `data: [DONE]`",
@@ -439,14 +475,16 @@ def create_app(gateway: Any) -> Any:
         },
     )
     async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Any:
-        """OpenAI chat completions on Autellix: one call of an agent program."""
-        return await run_call(request, body, "chat")
+        """OpenAI chat completions on Autellix: one call of an agent program (n calls for
+        `n > 1`)."""
+        return await run_choices(request, body, "chat")
 
     @app.post(
         "/v1/completions",
         response_model=oa.Completion,
         responses={
             **_ERROR_RESPONSES,
+            **_MODEL_NOT_FOUND,
             200: {
                 "description": "a completion, or with `stream: true` server-sent events of "
                 "Completion chunks, ending with `data: [DONE]`",
@@ -458,8 +496,9 @@ def create_app(gateway: Any) -> Any:
     )
     async def completions(body: oa.CompletionRequest, request: Request) -> Any:
         """OpenAI (legacy) text completions; `prompt` may be token ids."""
-        return await run_call(request, body, "text_completion")
+        return await run_choices(request, body, "text_completion")
 
+    app.include_router(dashboard_router(gateway))  # /ui: the live dashboard (ui.py)
     _extra_schemas(app, [oa.ChatCompletionChunk])
     return app
 
@@ -490,90 +529,6 @@ def _extra_schemas(app: Any, models: list[type[Any]]) -> None:
         return schema
 
     app.openapi = openapi
-
-
-Finished = Callable[..., None]
-CLIENT_GONE = 499  # nginx's "client closed request": what the span and the counter record
-
-
-def _gone(run: CallRun) -> CallError:
-    call_id = run.accepted.call_id if run.accepted else None
-    return CallError(call_id=call_id, code=ErrorCode.cancelled, message="HTTP client went away")
-
-
-async def _chat_stream(
-    run: CallRun, rid: str, created: int, model: str, include_usage: bool, finished: Finished
-) -> AsyncIterator[str]:
-    def chunk(**kw: Any) -> oa.ChatCompletionChunk:
-        return oa.ChatCompletionChunk(id=rid, created=created, model=model, **kw)
-
-    status, error = 200, None
-    try:
-        yield _sse(
-            chunk(choices=[oa.ChatChunkChoice(delta=oa.ChunkDelta(role="assistant", content=""))])
-        )
-        async for item in run.events():
-            if isinstance(item, Piece):
-                yield _sse(
-                    chunk(choices=[oa.ChatChunkChoice(delta=oa.ChunkDelta(content=item.text))])
-                )
-            else:
-                reason = openai_finish_reason(item)
-                yield _sse(
-                    chunk(
-                        choices=[oa.ChatChunkChoice(delta=oa.ChunkDelta(), finish_reason=reason)],  # type: ignore[arg-type]
-                        autellix=run.info(run.any_placeholder),
-                    )
-                )
-                if include_usage:
-                    yield _sse(chunk(choices=[], usage=openai_usage(item)))
-        yield "data: [DONE]\n\n"
-    except CallFailed as exc:
-        api = ApiError.from_call_error(exc.error)
-        status, error = api.status, exc.error
-        yield _sse(api.body.model_dump())
-    finally:
-        run.close()
-        # left before the answer: the client disconnected (Starlette cancels the stream) or
-        # the generator was closed; the call is cancelled so it stops using the engine
-        if run.cancel_if_unfinished("HTTP client disconnected from the stream"):
-            status, error = CLIENT_GONE, _gone(run)
-        finished(status, error)
-
-
-async def _completion_stream(
-    run: CallRun, rid: str, created: int, model: str, include_usage: bool, finished: Finished
-) -> AsyncIterator[str]:
-    def chunk(**kw: Any) -> oa.Completion:
-        return oa.Completion(id=rid, created=created, model=model, **kw)
-
-    status, error = 200, None
-    try:
-        async for item in run.events():
-            if isinstance(item, Piece):
-                yield _sse(chunk(choices=[oa.CompletionChoice(text=item.text)]))
-            else:
-                reason = openai_finish_reason(item)
-                yield _sse(
-                    chunk(
-                        choices=[oa.CompletionChoice(text="", finish_reason=reason)],  # type: ignore[arg-type]
-                        autellix=run.info(run.any_placeholder),
-                    )
-                )
-                if include_usage:
-                    yield _sse(chunk(choices=[], usage=openai_usage(item)))
-        yield "data: [DONE]\n\n"
-    except CallFailed as exc:
-        api = ApiError.from_call_error(exc.error)
-        status, error = api.status, exc.error
-        yield _sse(api.body.model_dump())
-    finally:
-        run.close()
-        # left before the answer: the client disconnected (Starlette cancels the stream) or
-        # the generator was closed; the call is cancelled so it stops using the engine
-        if run.cancel_if_unfinished("HTTP client disconnected from the stream"):
-            status, error = CLIENT_GONE, _gone(run)
-        finished(status, error)
 
 
 def openapi_document() -> dict[str, Any]:

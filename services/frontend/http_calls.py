@@ -1,173 +1,66 @@
 """HTTP requests ↔ protocol calls: what the OpenAI-compatible API (`http.py`) runs per request.
 
-* `build_call` turns an OpenAI request body plus headers into a `CallRequest` (program, thread,
-  parents and idempotency key from `X-Autellix-*` / `Idempotency-Key` headers or body fields;
-  unsupported parameters refused by name);
+* the `CallRequest` itself is built from the OpenAI body by `http_requests.build_call`;
 * `CallRun` makes the call without an extra hop: the frontend's own admission code
   (`accept.accept_call`) runs in this process and hands over its first answer in-process; the
-  engine's deltas and final arrive on a reply subject under this process's inbox prefix, routed
-  by one wildcard subscription (`ReplyRouter`), de-duplicated by offset like the Python client;
+  engine's deltas and final arrive on a reply subject under this process's inbox prefix,
+  routed by one wildcard subscription (`http_replies.ReplyRouter`), de-duplicated by offset
+  like the Python client (its `CallStream`); replies lost on the bus (a NATS restart, a gap in
+  the deltas, `RESUME_AFTER_S` of silence) are read back from Postgres (`resume.resume_call`),
+  so a stream gets every token once and its final;
 * a request that goes away before its answer (SSE client disconnect, cancelled request task)
   cancels its call (`CallRun.cancel_if_unfinished` → `cancel.cancel_call`), so an abandoned
   request stops burning engine time;
-* `ApiError` carries an answer in OpenAI's error shape; `_HTTP_ERRORS` maps protocol error
-  codes to HTTP statuses.
+* refusals are `http_errors.ApiError` (OpenAI's error shape);
+* tenants: with API keys (`http_auth.py`) each request carries its key's tenant
+  (`request_tenant`); a call is admitted and registered as that tenant's, and one naming a
+  program of another tenant is answered `program_not_found` (404), exactly as a program that
+  does not exist is answered by close and cancel (`program_not_found`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from autellix.aio import get_within
 from autellix.client import CallFailed
-from autellix.protocol import (
-    CALL_REPLY,
+from autellix.client.recovery import fold_resume, resume_request
+from autellix.client.streaming import CallStream
+from autellix.services.frontend import openai_schema as oa
+from autellix.services.frontend.accept import accept_call
+from autellix.services.frontend.cancel import cancel_call
+from autellix.services.frontend.http_errors import ApiError, program_not_found
+from autellix.services.frontend.http_logprobs import chat_logprobs
+from autellix.services.frontend.http_replies import RECONNECTED
+from autellix.services.frontend.resume import resume_call
+from autellix.services.frontend.tool_parsers import extract
+from autellix.services.frontend.tool_parsers.request import (
+    OutputPlan,
+)
+from autellix.transport.aio import get_within
+from autellix.wire.protocol import (
     CallAccepted,
     CallCancel,
     CallError,
     CallFinal,
     CallRequest,
-    EngineHeartbeat,
     ErrorCode,
-    Subjects,
     TokenDelta,
-    validate_model,
+    TokenLogprob,
 )
-from autellix.services.frontend import openai_schema as oa
-from autellix.services.frontend.accept import accept_call
-from autellix.services.frontend.cancel import cancel_call
 
-HDR_PROGRAM = "x-autellix-program-id"
-HDR_THREAD = "x-autellix-thread-id"
-HDR_PARENTS = "x-autellix-parent-ids"
-HDR_IDEMPOTENCY = "idempotency-key"
 PLACEHOLDER = "<|{}|>"
-ENGINE_LIVE_S = 5.0
-
-#: protocol error code → (HTTP status, OpenAI error type, OpenAI error code)
-_HTTP_ERRORS: dict[ErrorCode, tuple[int, str, str]] = {
-    ErrorCode.invalid_json: (400, "invalid_request_error", "invalid_json"),
-    ErrorCode.validation_error: (400, "invalid_request_error", "invalid_value"),
-    ErrorCode.unsupported_version: (400, "invalid_request_error", "unsupported_version"),
-    ErrorCode.message_too_large: (413, "invalid_request_error", "request_too_large"),
-    ErrorCode.prompt_too_long: (400, "invalid_request_error", "context_length_exceeded"),
-    ErrorCode.program_closed: (400, "invalid_request_error", "program_closed"),
-    ErrorCode.no_tokenizer: (400, "invalid_request_error", "no_tokenizer"),
-    ErrorCode.cancelled: (400, "invalid_request_error", "cancelled"),
-    ErrorCode.no_engine: (503, "server_error", "no_engine"),
-    ErrorCode.engine_failed: (502, "server_error", "engine_failed"),
-    ErrorCode.timeout: (504, "server_error", "timeout"),
-    ErrorCode.internal: (500, "server_error", "internal"),
-}
+#: an accepted call with no reply for this long is resumed from Postgres (its replies may have
+#: been published while NATS was down)
+RESUME_AFTER_S = 5.0
 
 
 def placeholder(token_ids: list[int]) -> str:
     """Text for tokens from an engine without a tokenizer: `<|id|>` per token."""
     return "".join(PLACEHOLDER.format(t) for t in token_ids)
-
-
-class ApiError(Exception):
-    """An answer in OpenAI's error shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = oa.ErrorResponse(
-            error=oa.ErrorBody(message=message, type=type, param=param, code=code)
-        )
-
-    @classmethod
-    def from_call_error(cls, err: CallError) -> ApiError:
-        status, kind, code = _HTTP_ERRORS.get(err.code, (500, "server_error", err.code.value))
-        param = None
-        if err.details:
-            param = str(err.details[0].get("loc") or "") or None
-        return cls(status, err.message, type=kind, code=code, param=param)
-
-
-# --------------------------------------------------------------------------- replies
-
-
-class ReplyRouter:
-    """One wildcard subscription (`<inbox>.*`) for the replies of every call of this process."""
-
-    def __init__(self, nc: Any, log: Any) -> None:
-        self.nc = nc
-        self.log = log
-        self.prefix: str = nc.new_inbox()
-        self._queues: dict[str, asyncio.Queue[Any]] = {}
-        self._ids = itertools.count()
-        self._sub: Any = None
-
-    async def start(self) -> None:
-        self._sub = await self.nc.subscribe(f"{self.prefix}.*", cb=self._on_msg)
-
-    async def _on_msg(self, msg: Any) -> None:
-        queue = self._queues.get(msg.subject.rsplit(".", 1)[-1])
-        if queue is None:
-            return  # the request is gone (client disconnected); the call still completes
-        try:
-            queue.put_nowait(CALL_REPLY.validate_json(msg.data))
-        except ValidationError as exc:
-            self.log.warning("malformed reply ignored", subject=msg.subject, error=str(exc)[:300])
-
-    def open(self) -> tuple[str, str, asyncio.Queue[Any]]:
-        token = f"h{next(self._ids):x}"
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._queues[token] = queue
-        return token, f"{self.prefix}.{token}", queue
-
-    def close(self, token: str) -> None:
-        self._queues.pop(token, None)
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-
-
-class EngineDirectory:
-    """Live engines and their models, from the heartbeats every engine publishes."""
-
-    def __init__(self, nc: Any, subjects: Subjects) -> None:
-        self.nc = nc
-        self.subjects = subjects
-        self._seen: dict[str, tuple[float, EngineHeartbeat]] = {}
-        self._sub: Any = None
-
-    async def start(self) -> None:
-        self._sub = await self.nc.subscribe(self.subjects.heartbeat, cb=self._on_heartbeat)
-
-    async def _on_heartbeat(self, msg: Any) -> None:
-        with contextlib.suppress(ValidationError):
-            hb = EngineHeartbeat.model_validate_json(msg.data)
-            self._seen[hb.engine_id] = (time.monotonic(), hb)
-
-    def live(self) -> list[EngineHeartbeat]:
-        now = time.monotonic()
-        return [hb for seen, hb in self._seen.values() if now - seen <= ENGINE_LIVE_S]
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
 
 
 @dataclass
@@ -177,6 +70,7 @@ class Piece:
     token_ids: list[int]
     text: str
     placeholder: bool
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -193,10 +87,22 @@ class CallRun:
     pieces: list[str] = field(default_factory=list)
     any_placeholder: bool = False
     final: CallFinal | None = None
+    stream: CallStream | None = None  # offsets, gaps; `tokens` is its token list
     ended: bool = False  # a terminal answer (final, error, our timeout) reached this request
+    plan: OutputPlan = field(default_factory=OutputPlan)  # how the answer is read (tool calls)
+    received_at: float = field(default_factory=time.monotonic)  # for /metrics' latencies
+    first_token_at: float | None = None
+    #: streamed logprobs, one per token, while every delta brought them (None: not asked, or
+    #: tokens came without them: stored tokens after a lost delta, a resumed engine's)
+    logprobs: list[TokenLogprob] | None = None
+    #: the request's API key's tenant (None: the HTTP API has no keys)
+    tenant: str | None = None
 
     async def begin(self, headers: dict[str, str]) -> None:
-        """Admit the call (raises ApiError if refused); replies start flowing to the queue."""
+        """Admit the call (raises ApiError if refused); replies start flowing to the queue.
+
+        A model no live engine serves is refused by `accept_call` (the rule in
+        `live_engines.py`) and answered 404 `model_not_found`, as vLLM answers an unknown model."""
         self.token, reply_to, self.queue = self.gateway.router.open()
         first: list[CallAccepted | CallError] = []
         queue = self.queue
@@ -210,46 +116,78 @@ class CallRun:
                 queue.put_nowait(reply)
 
         try:
-            await accept_call(self.gateway.ctx, self.request, reply_to, send, headers)
+            outcome = await accept_call(
+                self.gateway.ctx, self.request, reply_to, send, headers, tenant=self.tenant
+            )
         except Exception as exc:
             self.close()
             self.gateway.log.exception("HTTP call admission failed", error=repr(exc))
             raise ApiError(
                 503, f"could not accept the call: {exc!r}", type="server_error", code="unavailable"
             ) from exc
+        if outcome.not_owned:  # another tenant's program: as if it did not exist
+            self.close()
+            raise program_not_found(self.request.program_id)
         if not first or isinstance(first[0], CallError):
             self.close()
             err = first[0] if first else CallError(code=ErrorCode.internal, message="no answer")
             assert isinstance(err, CallError)
             raise ApiError.from_call_error(err)
         self.accepted = first[0]
+        self.stream = CallStream(self.request, time.monotonic())
+        self.stream.call_id = self.accepted.call_id
+        self.tokens = self.stream.tokens
+        if self.request.sampling.logprobs is not None:
+            self.logprobs = []
 
     async def events(self) -> AsyncIterator[Piece | CallFinal]:
         """New tokens as they come, then the final; raises CallFailed on a call error."""
-        assert self.queue is not None and self.accepted is not None
+        assert self.queue is not None and self.accepted is not None and self.stream is not None
         deadline = time.monotonic() + self.timeout_s
+        resume_at = time.monotonic() + RESUME_AFTER_S
         while True:
-            wait = deadline - time.monotonic()
+            now = time.monotonic()
             try:
-                if wait <= 0:
+                if deadline <= now:
                     raise TimeoutError
-                reply = await get_within(self.queue, wait)
+                reply = await get_within(self.queue, max(0.0, min(deadline, resume_at) - now))
             except TimeoutError:
-                self.ended = True  # the call may still finish: not cancelled (see message)
-                raise CallFailed(
-                    CallError(
-                        call_id=self.accepted.call_id,
-                        code=ErrorCode.timeout,
-                        message=f"no final answer within {self.timeout_s:.0f}s "
-                        "(the call may still finish; resubmit with the same Idempotency-Key)",
-                        retryable=True,
-                    )
-                ) from None
-            if isinstance(reply, TokenDelta):
-                piece = self._take(reply)
-                if piece is not None:
-                    yield piece
+                if time.monotonic() < deadline:
+                    reply = RECONNECTED  # silence: resume as after a reconnect
+                else:
+                    self.ended = True  # the call may still finish: not cancelled (see message)
+                    raise CallFailed(
+                        CallError(
+                            call_id=self.accepted.call_id,
+                            code=ErrorCode.timeout,
+                            message=f"no final answer within {self.timeout_s:.0f}s "
+                            "(the call may still finish; resubmit with the same "
+                            "Idempotency-Key)",
+                            retryable=True,
+                        )
+                    ) from None
+            resume_at = time.monotonic() + RESUME_AFTER_S
+            if reply is RECONNECTED:
+                for item in await self._resume():
+                    yield item
+                    if isinstance(item, CallFinal):
+                        return
+                if self.stream.gap:  # saved tokens not yet up to the held deltas
+                    resume_at = time.monotonic() + 0.5
+            elif isinstance(reply, TokenDelta):
+                for delta in self.stream.deltas(reply):
+                    yield self._piece(delta)
+                if self.stream.gap:
+                    resume_at = time.monotonic()
             elif isinstance(reply, CallFinal):
+                for delta in self.stream.tail(reply):
+                    yield self._piece(delta)
+                while self.stream.missing(reply):  # deltas were lost: Postgres has them all
+                    pieces = [p for p in await self._resume() if isinstance(p, Piece)]
+                    if not pieces:
+                        break
+                    for piece in pieces:
+                        yield piece
                 self.final, self.ended = reply, True
                 yield reply
                 return
@@ -257,22 +195,40 @@ class CallRun:
                 self.ended = True
                 raise CallFailed(reply)
 
-    def _take(self, delta: TokenDelta) -> Piece | None:
-        have = len(self.tokens)
-        if delta.offset + len(delta.token_ids) <= have:
-            return None  # a replay of tokens already sent
-        skip = max(0, have - delta.offset)
-        if delta.offset > have:  # a gap should not happen; keep positions anyway
-            self.tokens.extend([-1] * (delta.offset - have))
-        new = delta.token_ids[skip:]
-        self.tokens.extend(new)
-        if delta.text is not None and skip == 0:
+    async def _resume(self) -> list[Piece | CallFinal]:
+        """The call's stored tokens past what this stream has and, once it ended, its final
+        (read in-process: the frontend has the database itself); an error raises."""
+        assert self.stream is not None
+        reply = await resume_call(self.gateway.ctx, resume_request(self.stream))
+        new, ended = fold_resume(self.stream, reply)
+        out: list[Piece | CallFinal] = [self._piece(d) for d in new]
+        if isinstance(ended, CallError):
+            self.ended = True
+            raise CallFailed(ended)
+        if isinstance(ended, CallFinal):
+            self.final, self.ended = ended, True
+            out.append(ended)
+        return out
+
+    def _piece(self, delta: TokenDelta) -> Piece:
+        """A new delta (from `CallStream`) as the text the HTTP client gets."""
+        if delta.text is not None:
             text, ph = delta.text, False
-        else:  # no tokenizer, or a partial replay whose text cannot be split
-            text, ph = placeholder(new), True
+        else:  # no tokenizer, a partial replay, or stored tokens: their text is unknown here
+            text, ph = placeholder(delta.token_ids), True
         self.any_placeholder |= ph
+        if self.first_token_at is None and delta.token_ids:
+            self.first_token_at = time.monotonic()
         self.pieces.append(text)
-        return Piece(new, text, ph)
+        lps = delta.logprobs
+        if lps is not None and len(lps) != len(delta.token_ids):
+            lps = None
+        if self.logprobs is not None:
+            if lps is None:
+                self.logprobs = None
+            else:
+                self.logprobs.extend(lps)
+        return Piece(delta.token_ids, text, ph, lps)
 
     async def result(self) -> CallFinal:
         async for item in self.events():
@@ -289,6 +245,16 @@ class CallRun:
         if self.pieces and len(self.tokens) == len(ids):
             return "".join(self.pieces), self.any_placeholder
         return placeholder(list(ids)), True
+
+    def all_logprobs(self) -> list[TokenLogprob] | None:
+        """The whole completion's logprobs (the final's, else the streamed ones), or None when
+        they were not asked for or are not known for every token."""
+        if self.request.sampling.logprobs is None or self.final is None:
+            return None
+        got = self.final.logprobs if self.final.logprobs is not None else self.logprobs
+        if got is None or len(got) != self.final.usage.completion_tokens:
+            return None
+        return got
 
     def info(self, placeholder_text: bool = False) -> oa.AutellixInfo:
         assert self.accepted is not None
@@ -367,6 +333,33 @@ def openai_finish_reason(final: CallFinal) -> str:
     return "length" if final.finish_reason == "length" else "stop"
 
 
+def chat_choice(
+    plan: OutputPlan, text: str, final: CallFinal, lps: list[TokenLogprob] | None = None
+) -> oa.ChatChoice:
+    """The non-streamed chat choice: the text, or the tool calls the plan's parser reads in it
+    (`finish_reason` `tool_calls` when there are any and the answer was not cut short), with
+    the completion's logprobs when asked for."""
+    logprobs = chat_logprobs(lps) if lps is not None else None
+    reason = openai_finish_reason(final)
+    parser = plan.new_parser()
+    got = extract(parser, text) if parser is not None else None
+    if got is None or not got.calls:
+        return oa.ChatChoice(
+            message=oa.AssistantMessage(content=text),
+            finish_reason=reason,  # type: ignore[arg-type]
+            logprobs=logprobs,
+        )
+    calls = [
+        oa.ToolCallOut(id=c.id, function=oa.FunctionCallOut(name=c.name, arguments=c.arguments))
+        for c in got.calls
+    ]
+    return oa.ChatChoice(
+        message=oa.AssistantMessage(content=got.content, tool_calls=calls),
+        finish_reason="length" if reason == "length" else "tool_calls",
+        logprobs=logprobs,
+    )
+
+
 def outcome_label(run: CallRun, error: CallError | ApiError | None) -> str:
     """How a call ended, for the calls counter: accepted, duplicate or an error code."""
     if isinstance(error, CallError):
@@ -387,117 +380,3 @@ def openai_usage(final: CallFinal) -> oa.UsageOut:
 
 
 # --------------------------------------------------------------------------- requests → calls
-
-
-def _header_ids(headers: Any, body: oa.AutellixFields) -> dict[str, Any]:
-    """Program, thread, parents and idempotency key from headers and body (must agree)."""
-
-    def pick(name: str, header: str) -> str | None:
-        from_body = getattr(body, name)
-        from_header = (headers.get(header) or "").strip() or None
-        if from_body is not None and from_header is not None and from_body != from_header:
-            raise ApiError(
-                400,
-                f"{name} is {from_body!r} in the body but {from_header!r} in header {header}",
-                param=name,
-            )
-        return from_body if from_body is not None else from_header
-
-    parents_hdr = [p.strip() for p in (headers.get(HDR_PARENTS) or "").split(",") if p.strip()]
-    if body.parent_ids is not None and parents_hdr and body.parent_ids != parents_hdr:
-        raise ApiError(
-            400, f"parent_ids differ between the body and {HDR_PARENTS}", param="parents"
-        )
-    return {
-        "program_id": pick("program_id", HDR_PROGRAM),
-        "thread_id": pick("thread_id", HDR_THREAD),
-        "parent_ids": body.parent_ids if body.parent_ids is not None else parents_hdr,
-        "client_call_id": pick("client_call_id", HDR_IDEMPOTENCY),
-    }
-
-
-def _sampling(body: oa._Sampling, max_tokens: int | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if max_tokens is not None:
-        out["max_tokens"] = max_tokens
-    for name in ("temperature", "top_p", "seed", "ignore_eos", "stop_token_ids"):
-        value = getattr(body, name)
-        if value is not None:
-            out[name] = value
-    if body.stop is not None:
-        out["stop"] = [body.stop] if isinstance(body.stop, str) else list(body.stop)
-    return out
-
-
-def _chat_messages(body: oa.ChatCompletionRequest) -> list[dict[str, Any]]:
-    out = []
-    for i, m in enumerate(body.messages):
-        content = m.content
-        if isinstance(content, list):
-            texts = []
-            for j, part in enumerate(content):
-                if part.type not in ("text", "input_text") or part.text is None:
-                    raise ApiError(
-                        400,
-                        f"messages[{i}].content[{j}]: content type {part.type!r} is not "
-                        "supported (text only)",
-                        param=f"messages.{i}.content.{j}",
-                    )
-                texts.append(part.text)
-            content = "\n".join(texts)
-        text = content or ""
-        if m.tool_calls:  # earlier tool calls of the assistant, kept in the context as JSON
-            text = (text + "\n" if text else "") + json.dumps(m.tool_calls)
-        msg: dict[str, Any] = {"role": "tool" if m.role == "function" else m.role, "content": text}
-        if m.name:
-            msg["name"] = m.name
-        out.append(msg)
-    return out
-
-
-def _completion_prompt(body: oa.CompletionRequest) -> dict[str, Any]:
-    p = body.prompt
-    if isinstance(p, str):
-        return {"prompt": p}
-    if p and all(isinstance(x, int) for x in p):
-        return {"prompt_token_ids": list(p)}
-    if len(p) == 1:
-        only = p[0]
-        return {"prompt": only} if isinstance(only, str) else {"prompt_token_ids": list(only)}
-    raise ApiError(
-        400,
-        "one prompt per request (batches are not supported): send several requests, e.g. as "
-        "parallel threads of one program",
-        param="prompt",
-    )
-
-
-def build_call(
-    body: oa.ChatCompletionRequest | oa.CompletionRequest, headers: Any
-) -> tuple[CallRequest, bool]:
-    """The protocol `CallRequest` for an HTTP body (+ whether it is a one-call program)."""
-    problems = oa.unsupported(body)
-    if problems:
-        param = problems[0][0]
-        raise ApiError(400, "; ".join(w for _, w in problems), param=param, code="unsupported")
-    ids = _header_ids(headers, body)
-    one_call = ids["program_id"] is None
-    if one_call:
-        from autellix.store.queries import new_program_id
-
-        ids["program_id"] = new_program_id()
-    obj: dict[str, Any] = {k: v for k, v in ids.items() if v is not None}
-    obj["model"] = body.model
-    obj["stream"] = bool(body.stream)  # a non-streamed answer needs no token deltas
-    if body.metadata:
-        obj["metadata"] = dict(body.metadata)
-    if isinstance(body, oa.ChatCompletionRequest):
-        obj["messages"] = _chat_messages(body)
-        obj["sampling"] = _sampling(body, body.max_completion_tokens or body.max_tokens)
-    else:
-        obj.update(_completion_prompt(body))
-        obj["sampling"] = _sampling(body, body.max_tokens)
-    parsed = validate_model(CallRequest, obj)
-    if isinstance(parsed, CallError):
-        raise ApiError.from_call_error(parsed)
-    return parsed, one_call

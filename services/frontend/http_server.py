@@ -17,11 +17,14 @@ from typing import Any
 
 import uvicorn
 
-from autellix.protocol import MAX_MESSAGE_BYTES, ProgramClose, ProgramReply
 from autellix.services.frontend.accept import FrontendContext, close_program
-from autellix.services.frontend.http import BodyLimit, create_app
-from autellix.services.frontend.http_calls import EngineDirectory, ReplyRouter
+from autellix.services.frontend.http import create_app
+from autellix.services.frontend.http_auth import ApiKeyAuth
+from autellix.services.frontend.http_body_limit import BodyLimit
+from autellix.services.frontend.http_replies import ReplyRouter
+from autellix.services.frontend.live_engines import EngineDirectory
 from autellix.services.frontend.tracing import program_telemetry
+from autellix.wire.protocol import ProgramClose, ProgramReply
 
 
 class _Server(uvicorn.Server):
@@ -47,8 +50,14 @@ class HttpGateway:
         host: str = "127.0.0.1",
         port: int = 8000,
         call_timeout_s: float = 600.0,
+        tool_call_parser: str | None = None,
+        api_keys: dict[str, str] | None = None,
     ) -> None:
         self.ctx = ctx
+        #: key -> tenant (`--api-key-file`); None: the HTTP API is open
+        self.api_keys = api_keys
+        #: tool-call parser for `tool_choice: auto` (None: chosen from each request's model)
+        self.tool_call_parser = tool_call_parser
         self.nc = nc
         self.log = log
         self.host = host
@@ -72,8 +81,9 @@ class HttpGateway:
     async def start(self) -> None:
         self.router = ReplyRouter(self.nc, self.log)
         await self.router.start()
-        self.engines = EngineDirectory(self.nc, self.ctx.subjects)
-        await self.engines.start()
+        # the NATS API's live-engine view (it starts and stops it): one rule for both faces
+        assert self.ctx.engines is not None, "the frontend's NATS API starts the engine view"
+        self.engines = self.ctx.engines
         # bind here, so a busy port is a start-up error of this service, not a sys.exit deep
         # inside uvicorn
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -87,8 +97,11 @@ class HttpGateway:
         sock.listen(2048)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
+        app: Any = BodyLimit(self.app, self.nc.max_payload)  # the bus's limit, from its INFO
+        if self.api_keys is not None:
+            app = ApiKeyAuth(app, self.api_keys, self.log)
         config = uvicorn.Config(
-            BodyLimit(self.app, MAX_MESSAGE_BYTES),
+            app,
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -113,8 +126,6 @@ class HttpGateway:
             await asyncio.wait(list(self._background), timeout=5.0)
         if self.router is not None:
             await self.router.stop()
-        if self.engines is not None:
-            await self.engines.stop()
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -143,9 +154,19 @@ class FrontendWithHttp:
     name = "frontend"
 
     def __init__(
-        self, frontend: Any, log: Any, *, host: str, port: int, call_timeout_s: float
+        self,
+        frontend: Any,
+        log: Any,
+        *,
+        host: str,
+        port: int,
+        call_timeout_s: float,
+        tool_call_parser: str | None = None,
+        api_keys: dict[str, str] | None = None,
     ) -> None:
         self.frontend = frontend
+        self.api_keys = api_keys
+        self.tool_call_parser = tool_call_parser
         self.log = log
         self.host = host
         self.port = port
@@ -167,6 +188,8 @@ class FrontendWithHttp:
             host=self.host,
             port=self.port,
             call_timeout_s=self.call_timeout_s,
+            tool_call_parser=self.tool_call_parser,
+            api_keys=self.api_keys,
         )
         await self.gateway.start()
 

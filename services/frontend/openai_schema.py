@@ -4,9 +4,12 @@ Why models and not dicts: FastAPI validates requests against them (bad input →
 offending field named) and the committed OpenAPI document (`docs/openapi.json`) is generated
 from them, so the document and the server cannot drift.
 
-Requests accept the OpenAI fields an agent framework sends. Parameters we cannot honour
-(`n > 1`, `logprobs`, tools, penalties, `response_format`, ...) are refused with a 400 that names
-them (`unsupported()`), rather than silently ignored; fields OpenAI added that we do not know are
+Requests accept the OpenAI fields an agent framework sends: tools (`tools`, `tool_choice`,
+`parallel_tool_calls`, assistant `tool_calls` and `tool` turns), `response_format` (JSON object or
+schema, enforced by the engine's constrained decoding), `n` (as n calls: `http_fanout.py`),
+`seed`, `stop`, penalties and `logprobs` / `top_logprobs` (real engines only). Parameters we
+cannot honour (`logit_bias`, `echo`, ...) are refused with a 400 that names them
+(`unsupported()`), rather than silently ignored; fields OpenAI added that we do not know are
 ignored (`extra="allow"`), as OpenAI's own SDKs expect of compatible servers. Autellix extensions
 (program, thread, parents, idempotency key; vLLM-style `ignore_eos` and `stop_token_ids`) are
 optional body fields; the program/thread/parent ids may come from headers instead.
@@ -66,6 +69,11 @@ class ChatMessageIn(_Lenient):
     tool_call_id: str | None = None
 
 
+#: most choices (`n`) one request may ask for, OpenAI's own bound: each choice is a call, so an
+#: unbounded `n` let one request queue millions of calls past the back-pressure bound
+MAX_CHOICES = 128
+
+
 class _Sampling(AutellixFields):
     model: str = Field(min_length=1, description="recorded with the call; see GET /v1/models")
     max_tokens: int | None = Field(default=None, ge=1)
@@ -73,11 +81,16 @@ class _Sampling(AutellixFields):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int | None = Field(default=None, ge=1)
+    n: int | None = Field(
+        default=None, ge=1, le=MAX_CHOICES, description=f"choices, at most {MAX_CHOICES}"
+    )
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(
+        default=None, gt=0.0, le=10.0, description="vLLM extension"
+    )
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = Field(default=None, description="stored with the call")
@@ -86,11 +99,27 @@ class _Sampling(AutellixFields):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = Field(
+        default=None, description="log-probability of each output token (vLLM engines)"
+    )
+    top_logprobs: int | None = Field(
+        default=None, ge=0, le=20, description="candidates per position (needs logprobs)"
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        default=None, description="function tools, rendered by the model's chat template"
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        default=None,
+        description='"auto" (default with tools), "none", "required", or '
+        '{"type": "function", "function": {"name": ...}}; the last two are enforced by '
+        "constrained decoding",
+    )
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description='{"type": "text" | "json_object"} or {"type": "json_schema", "json_schema": '
+        '{"name": ..., "schema": {...}}}, enforced by constrained decoding',
+    )
 
 
 class CompletionRequest(_Sampling):
@@ -101,26 +130,19 @@ class CompletionRequest(_Sampling):
     echo: bool | None = None
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(
+        default=None, ge=0, le=20, description="logprobs of each token and this many candidates"
+    )
 
 
 def unsupported(req: ChatCompletionRequest | CompletionRequest) -> list[tuple[str, str]]:
     """(param, why) for every parameter set to something this server cannot do."""
     out: list[tuple[str, str]] = []
-    if (req.n or 1) != 1:
-        out.append(("n", "only n=1 is supported; send parallel requests in one program instead"))
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(req, name):
-            out.append((name, f"{name} is not supported"))
     if req.logit_bias:
         out.append(("logit_bias", "logit_bias is not supported"))
     if isinstance(req, ChatCompletionRequest):
-        if req.logprobs or req.top_logprobs:
-            out.append(("logprobs", "logprobs are not supported"))
-        if req.tools and req.tool_choice != "none":
-            out.append(("tools", "tool calling is not supported; describe the tools in the prompt"))
-        if req.response_format and req.response_format.get("type") not in (None, "text"):
-            out.append(("response_format", "only response_format type 'text' is supported"))
+        if req.top_logprobs is not None and not req.logprobs:
+            out.append(("top_logprobs", "top_logprobs needs logprobs: true"))
     else:
         if req.echo:
             out.append(("echo", "echo is not supported"))
@@ -128,15 +150,28 @@ def unsupported(req: ChatCompletionRequest | CompletionRequest) -> list[tuple[st
             out.append(("suffix", "suffix is not supported"))
         if (req.best_of or 1) != 1:
             out.append(("best_of", "best_of is not supported"))
-        if req.logprobs:
-            out.append(("logprobs", "logprobs are not supported"))
     return out
+
+
+def logprobs_asked(req: ChatCompletionRequest | CompletionRequest) -> int | None:
+    """Candidates per position the request asks logprobs for (None: no logprobs)."""
+    if isinstance(req, ChatCompletionRequest):
+        return (req.top_logprobs or 0) if req.logprobs else None
+    return req.logprobs
 
 
 class ProgramOpenBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     program_id: str | None = Field(default=None, description="omit to have one assigned")
     metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class ProgramCancelBody(BaseModel):
+    """`POST /v1/programs/{id}/cancel` (the body is optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(default="", description="recorded with each cancelled call")
+    close: bool = Field(default=False, description="close the program first (no new calls)")
 
 
 # --------------------------------------------------------------------------- responses
@@ -174,16 +209,58 @@ class UsageOut(BaseModel):
     prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(description="JSON text")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class TopLogprobOut(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprobOut(TopLogprobOut):
+    top_logprobs: list[TopLogprobOut]
+
+
+class ChoiceLogprobs(BaseModel):
+    """A chat choice's (or chunk's) `logprobs`: one entry per output token."""
+
+    content: list[TokenLogprobOut] | None
+    refusal: list[TokenLogprobOut] | None = None
+
+
+class CompletionLogprobs(BaseModel):
+    """A completion choice's `logprobs` (the legacy shape): parallel lists per token;
+    `text_offset` is each token's character offset in the choice's text."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    finish_reason: FinishReason
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -197,16 +274,32 @@ class ChatCompletion(BaseModel):
     autellix: AutellixInfo
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """Part of a streamed tool call: `id`, `type` and `function.name` on its first delta, then
+    `function.arguments` fragments; `index` says which call (clients join by index)."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class ChunkDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: ChunkDelta
-    finish_reason: Literal["stop", "length"] | None = None
-    logprobs: None = None
+    finish_reason: FinishReason | None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -225,7 +318,7 @@ class CompletionChoice(BaseModel):
     index: int = 0
     text: str
     finish_reason: Literal["stop", "length"] | None = None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Completion(BaseModel):
@@ -287,3 +380,9 @@ class ProgramOut(BaseModel):
     program_id: str
     status: str
     stats: ProgramStatsOut | None = None
+
+
+class ProgramCancelOut(BaseModel):
+    program_id: str
+    status: str
+    cancelled: list[str] = Field(description="ids of the calls this request cancelled")

@@ -7,7 +7,7 @@ knows a program's whole life. At close it
 * records `autellix.program.duration` (s, open → close) and `autellix.program.latency_per_token`
   (s per output token: the paper's metric) as OTel histograms;
 * emits the program's root span `autellix.program` when the program's calls used the *derived*
-  program trace (no trace context from the client; see `autellix.telemetry`). A client that
+  program trace (no trace context from the client; see `autellix.runtime.telemetry`). A client that
   traces (the Python client) sends its own program span's context with the close request, and
   then owns the root: nothing is emitted here.
 """
@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from autellix import telemetry
-from autellix.protocol import ProgramReply
+from autellix.runtime import telemetry
+from autellix.services.frontend.metrics import PROGRAM_PER_TOKEN_S, PROGRAM_S, frontend_metrics
+from autellix.wire.protocol import ProgramReply
 
 
 class ProgramTelemetry:
@@ -29,12 +30,16 @@ class ProgramTelemetry:
     def __init__(self) -> None:
         m = telemetry.meter("autellix.frontend")
         self.duration = m.create_histogram(
-            "autellix.program.duration", unit="s", description="program open to close"
+            "autellix.program.duration",
+            unit="s",
+            description="program open to close",
+            explicit_bucket_boundaries_advisory=PROGRAM_S,
         )
         self.per_token = m.create_histogram(
             "autellix.program.latency_per_token",
             unit="s",
             description="program duration divided by its output tokens",
+            explicit_bucket_boundaries_advisory=PROGRAM_PER_TOKEN_S,
         )
         self.calls = m.create_counter(
             "autellix.frontend.calls", unit="{call}", description="calls answered by the frontend"
@@ -66,6 +71,7 @@ class ProgramTelemetry:
         self.duration.record(duration_s)
         if stats is not None and stats.completion_tokens > 0:
             self.per_token.record(duration_s / stats.completion_tokens)
+        frontend_metrics().program_closed(duration_s, stats.completion_tokens if stats else 0)
         telemetry.emit_program_span(
             reply.program_id,
             started_ns,

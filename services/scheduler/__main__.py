@@ -6,25 +6,26 @@ from typing import Annotated
 
 import typer
 
-from autellix.service_runtime import resolve_settings, run_service
+from autellix.runtime.options import ConcurrencyOpt, DatabaseUrlOpt, NamespaceOpt, NatsUrlOpt
+from autellix.runtime.service import resolve_settings
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 @app.command()
 def main(
-    nats_url: Annotated[str | None, typer.Option(help="NATS URL (env AUTELLIX_NATS_URL)")] = None,
-    database_url: Annotated[
-        str | None, typer.Option(help="Postgres URL (env AUTELLIX_DATABASE_URL)")
-    ] = None,
-    namespace: Annotated[
-        str | None, typer.Option(help="subject/stream namespace (env AUTELLIX_NAMESPACE)")
-    ] = None,
+    nats_url: NatsUrlOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    namespace: NamespaceOpt = None,
     replica: Annotated[str | None, typer.Option(help="name in logs and call events")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="calls handled at once")] = 512,
+    concurrency: ConcurrencyOpt = 512,
     ack_wait: Annotated[
-        float, typer.Option(help="seconds before an unacked call is redelivered")
-    ] = 10.0,
+        float,
+        typer.Option(
+            help="seconds before an unacked call is redelivered (a killed replica's calls "
+            "wait this long)"
+        ),
+    ] = 3.0,
     no_engine_timeout: Annotated[
         float, typer.Option(help="fail a call with no_engine after this many seconds")
     ] = 60.0,
@@ -48,7 +49,8 @@ def main(
         str,
         typer.Option(
             envvar="AUTELLIX_POLICY",
-            help="fcfs | fcfs-nocache | mlfq | plas | atlas | atlas-exact (docs/scheduling.md)",
+            help="fcfs | fcfs-nocache | mlfq | plas | plas-np | atlas | atlas-exact | gittins "
+            "(docs/scheduling.md)",
         ),
     ] = "atlas",
     quantum: Annotated[
@@ -74,6 +76,15 @@ def main(
         typer.Option(
             envvar="AUTELLIX_AGE_S",
             help="promote every call of programs older than this (s), or 'none' [none]",
+        ),
+    ] = None,
+    slowdown: Annotated[
+        float | None,
+        typer.Option(
+            envvar="AUTELLIX_SLOWDOWN",
+            min=1.0,
+            help="tail guard: promote every call of programs whose age reaches this many "
+            "times their run time (floor 1 s) [off]",
         ),
     ] = None,
     within_level: Annotated[
@@ -119,7 +130,7 @@ def main(
 ) -> None:
     """Dispatch accepted calls to engines by a scheduling policy, reap lost engines."""
     from autellix.services.scheduler.decide import LivePolicy
-    from autellix.services.scheduler.service import SchedulerOptions, build
+    from autellix.services.scheduler.service import SchedulerOptions, run
 
     try:
         live_policy = LivePolicy.build(
@@ -129,6 +140,7 @@ def main(
             growth=growth,
             beta=_optional_float(beta, "beta"),
             age_s=_optional_float(age_s, "age-s"),
+            slowdown=slowdown,
             within_level=within_level,
             min_run_tokens=min_run_tokens,
             prefill_weight=prefill_weight,
@@ -156,11 +168,7 @@ def main(
         starvation_interval_s=starvation_interval,
         program_idle_ttl_s=program_idle_ttl,
     )
-
-    async def _build(s, log):  # type: ignore[no-untyped-def]
-        return await build(s, log, options)
-
-    run_service("scheduler", _build, settings)
+    run(settings, options)
 
 
 def _optional_float(value: str | None, name: str, none_default: bool = True) -> object:

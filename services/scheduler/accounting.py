@@ -3,7 +3,7 @@
 Engines publish a `ServiceReport` (every running call's attained service and run time so far) at
 a bounded rate (`--report-interval`, 0.1 s by default) on `Subjects.reports`. Schedulers take
 them in the NATS queue group `schedulers` — each report reaches one replica — and fold what
-arrived during the last `fold_interval_s` in one transaction (`store.queries.fold_progress`):
+arrived during the last `fold_interval_s` in one transaction (`store.progress.fold_progress`):
 call service (monotone), program `attained` and thread service (atomic increments). So the
 database sees a few statements per fold per replica, never one per token.
 
@@ -29,15 +29,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autellix.protocol import Control, ServiceReport, Subjects, encode
 from autellix.services.scheduler.decide import LivePolicy
-from autellix.store import queries as q
+from autellix.store.levels import LevelChange, LevelChanged, change_levels
+from autellix.store.progress import FoldedCall, Progress, fold_progress
+from autellix.wire.protocol import Control, ServiceReport, Subjects, encode
 
 REPORTS_QUEUE_GROUP = "schedulers"
 
 
 async def send_controls(
-    nc: Any, subjects: Subjects, changed: Sequence[q.LevelChanged], reason: str
+    nc: Any, subjects: Subjects, changed: Sequence[LevelChanged], reason: str
 ) -> None:
     """Tell engines about recorded level changes (Control carries the call's control_seq)."""
     for c in changed:
@@ -71,9 +72,10 @@ class ServiceAccounting:
         self.actor = actor
         self.log = log
         self.fold_interval_s = fold_interval_s
-        self._pending: list[q.Progress] = []
+        self._pending: list[Progress] = []
         self._wake = asyncio.Event()
         self._sub: Any = None
+        self._gittins_task: asyncio.Task[None] | None = None
         self.reports = 0
         self.folds = 0
         self.demotions = 0
@@ -82,8 +84,15 @@ class ServiceAccounting:
         self._sub = await self.nc.subscribe(
             self.subjects.reports, queue=REPORTS_QUEUE_GROUP, cb=self._on_report
         )
+        table = self.policy.gittins
+        if table is not None:  # gittins learns from the service finished programs attained
+            self._gittins_task = asyncio.create_task(table.run(self.pool, self.log))
 
     async def stop(self) -> None:
+        if self._gittins_task is not None:
+            self._gittins_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._gittins_task
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -101,7 +110,7 @@ class ServiceAccounting:
             if c.service is None:
                 continue  # an engine that does not report service: folded at finish only
             self._pending.append(
-                q.Progress(
+                Progress(
                     call_id=c.call_id,
                     engine_id=report.engine_id,
                     service=c.service,
@@ -127,26 +136,28 @@ class ServiceAccounting:
             except Exception as exc:  # the next reports carry the same (cumulative) progress
                 self.log.warning("service fold failed", error=repr(exc))
 
-    async def fold_pending(self) -> list[q.LevelChanged]:
+    async def fold_pending(self) -> list[LevelChanged]:
         items, self._pending = self._pending, []
         if not items:
             return []
         async with self.pool.acquire() as conn:
-            folded = await _retry(q.fold_progress, conn, items)
+            folded = await _retry(fold_progress, conn, items)
         self.folds += 1
         return await self.demote(folded)
 
-    async def demote(self, folded: Sequence[q.FoldedCall]) -> list[q.LevelChanged]:
+    async def demote(self, folded: Sequence[FoldedCall]) -> list[LevelChanged]:
         """Record and send the demotions the folded progress calls for (see module doc)."""
         changes = []
         bounds = self.policy.policy.mlfq.boundaries or ()
         for f in folded:
-            level = self.policy.level_after(rank_base=f.rank_base, service=f.service, aged=f.aged)
+            level = self.policy.level_after(
+                rank_base=f.rank_base, service=f.service, aged=f.aged, current=f.level
+            )
             if level > f.level:
                 value = f.rank_base + f.service
                 crossed = bounds[f.level] if f.level < len(bounds) else value
                 changes.append(
-                    q.LevelChange(
+                    LevelChange(
                         call_id=f.id,
                         from_level=f.level,
                         to_level=level,
@@ -159,7 +170,7 @@ class ServiceAccounting:
                 )
         if not changes:
             return []
-        changed = await q.change_levels(self.pool, changes, kind="demote", actor=self.actor)
+        changed = await change_levels(self.pool, changes, kind="demote", actor=self.actor)
         await send_controls(self.nc, self.subjects, changed, "demoted: quantum used")
         self.demotions += len(changed)
         return changed

@@ -19,9 +19,11 @@ when folded progress crosses a queue boundary) and `promotion` (anti-starvation 
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from autellix.policy import (
@@ -39,13 +41,27 @@ from autellix.policy import (
     should_promote,
 )
 from autellix.policy.balance import skewed
-from autellix.policy.starvation import is_aged, wait_ratio
-from autellix.protocol import NEVER_PREEMPT
-from autellix.services.scheduler.engines import EngineView
-from autellix.store.queries import CallRow, LevelChange, StarvationRow
+from autellix.policy.gittins import Lookup
+from autellix.policy.load_index import LoadIndex
+from autellix.policy.starvation import aging_reason, is_aged, wait_ratio
+from autellix.services.scheduler.engines import EngineRegistry, EngineView
+from autellix.services.scheduler.gittins_table import GittinsTable
+from autellix.store.dispatch import CallRow
+from autellix.store.gittins import CLASS_KEY, HINT_KEY
+from autellix.store.levels import LevelChange, StarvationRow
+from autellix.wire.protocol import NEVER_PREEMPT
 
 CHARS_PER_TOKEN = 4  # prompt length estimate for text prompts (the scheduler has no tokenizer)
-LIVE_POLICIES = ("fcfs", "fcfs-nocache", "mlfq", "plas", "plas-np", "atlas", "atlas-exact")
+LIVE_POLICIES = (
+    "fcfs",
+    "fcfs-nocache",
+    "mlfq",
+    "plas",
+    "plas-np",
+    "atlas",
+    "atlas-exact",
+    "gittins",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +84,8 @@ class LivePolicy:
 
     policy: PolicyConfig
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
+    # gittins only: the replica's index tables (refreshed from Postgres by its own task)
+    gittins: GittinsTable | None = None
 
     @classmethod
     def build(
@@ -79,6 +97,7 @@ class LivePolicy:
         growth: float | None = None,
         beta: float | str | None = "default",
         age_s: float | str | None = "default",
+        slowdown: float | None = None,
         within_level: str | None = None,
         min_run_tokens: int | None = None,
         prefill_weight: float | None = None,
@@ -95,17 +114,15 @@ class LivePolicy:
         base = get_policy(name)
         changes: dict[str, Any] = {}
         if quantum is not None or levels is not None or growth is not None:
-            changes["mlfq"] = MLFQConfig.geometric(
-                levels=levels if levels is not None else 9,
-                first_quantum=quantum if quantum is not None else 64.0,
-                growth=growth if growth is not None else 2.0,
-            )
-        if beta != "default" or age_s != "default":
+            changes["mlfq"] = MLFQConfig.geometric(levels, quantum, growth)  # None: default
+        if beta != "default" or age_s != "default" or slowdown is not None:
             st = base.starvation
             changes["starvation"] = StarvationConfig(
                 beta=st.beta if beta == "default" else beta,  # type: ignore[arg-type]
                 eps=st.eps,
                 age_s=st.age_s if age_s == "default" else age_s,  # type: ignore[arg-type]
+                slowdown=st.slowdown if slowdown is None else slowdown,
+                slowdown_floor_s=st.slowdown_floor_s,
             )
         if within_level is not None:
             changes["within_level"] = within_level
@@ -116,8 +133,10 @@ class LivePolicy:
         policy = base.replace(**changes) if changes else base
         if policy.mlfq.boundaries is None:
             raise ValueError("live scheduling needs binned levels (not continuous priorities)")
+        gcfg = policy.gittins
         return cls(
             policy=policy,
+            gittins=GittinsTable(gcfg) if gcfg is not None else None,
             balancer=BalancerConfig(
                 kind=BalancerKind(balancer),
                 short_prompt_tokens=short_prompt_tokens,
@@ -139,6 +158,7 @@ class LivePolicy:
             "boundaries": list(p.mlfq.boundaries or ()),
             "beta": p.starvation.beta,
             "age_s": p.starvation.age_s,
+            "slowdown": p.starvation.slowdown,
             "within_level": p.within_level,
             "preemptive": p.preemptive,
             "min_run_tokens": p.min_run_tokens,
@@ -161,8 +181,13 @@ class LivePolicy:
         )
 
     def base_for(self, call: CallRow) -> float:
-        """The base a newly issued call starts from (see module docstring)."""
+        """The base a newly issued call starts from (see module docstring); gittins reads the
+        program's total (PLAS) or critical-path (ATLAS) service, as `GittinsConfig.attained`
+        says."""
         kind = self.policy.priority
+        gcfg = self.policy.gittins
+        if gcfg is not None:
+            kind = PriorityKind.PLAS if gcfg.attained == "plas" else PriorityKind.ATLAS
         if kind is PriorityKind.ATLAS_EXACT:
             pairs = zip(call.parents_base or (), call.parents_service or (), strict=True)
             return atlas_exact_base(pairs)
@@ -173,10 +198,14 @@ class LivePolicy:
     # ------------------------------------------------------------------ dispatch
 
     def decide(
-        self, call: CallRow, engines: Sequence[EngineView], counter: int = 0
+        self, call: CallRow, engines: Sequence[EngineView] | EngineRegistry, counter: int = 0
     ) -> Decision | None:
-        """Level, order and engine for a queued call; None when no engine is live."""
-        if not engines:
+        """Level, order and engine for a queued call; None when no live engine serves its
+        model. `engines`: the scheduler's registry (its per-model load index: no scan of the
+        engines), or a list of engines taken as live."""
+        registry = engines if isinstance(engines, EngineRegistry) else EngineRegistry.of(engines)
+        candidates = registry.candidates(requested_model(call))
+        if candidates is None:
             return None
         st = self.policy.starvation
         notes: list[str] = []
@@ -186,13 +215,11 @@ class LivePolicy:
             base = self.base_for(call)
             rank_base, aged = base, False
         restart = False
-        if not aged and is_aged(st, call.now_s - call.program_created_s):
+        age = call.now_s - call.program_created_s
+        if not aged and is_aged(st, age, run_s=call.program_run_s):
             aged = True
-            notes.append(f"aged: program older than {st.age_s:g}s")
-        value = rank_base + call.service
-        level, tiebreak = self.rank(
-            value, issue_s=call.accepted_s, arrival_s=call.program_created_s, aged=aged
-        )
+            notes.append(aging_reason(st, age, run_s=call.program_run_s))
+        look, level, tiebreak = self._issue_rank(call, rank_base + call.service, aged)
         if not aged and st.beta is not None and level > 0 and call.attempts == 0:
             # a fresh call has only waited (in the scheduling queue) so far; a re-dispatched
             # one is left to the anti-starvation pass, which knows its W_c and T_c
@@ -201,15 +228,13 @@ class LivePolicy:
             if should_promote(st, w_p=w_p, w_c=w_c, t_p=t_p, t_c=t_c):
                 ratio = wait_ratio(w_p, w_c, t_p, t_c, st.eps)
                 rank_base, restart = -call.service, True
-                value = 0.0
-                level, tiebreak = self.rank(
-                    value, issue_s=call.accepted_s, arrival_s=call.program_created_s, aged=False
-                )
+                look, level, tiebreak = self._issue_rank(call, 0.0, False)
                 notes.append(f"promoted at issue: wait/run ratio {ratio:.1f} >= beta {st.beta:g}")
-        engine, pin, why = self.place(call, engines, counter)
+        engine, pin, why = self.place(call, candidates, counter)
+        index = "" if look is None else f" -> {explain_index(look)}"
         reason = (
             f"{self.policy.name}: base {base:g} + service {call.service:g} = value "
-            f"{rank_base + call.service:g} -> level {int(level)}; {why}"
+            f"{rank_base + call.service:g}{index} -> level {int(level)}; {why}"
         )
         if notes:
             reason += "; " + "; ".join(notes)
@@ -226,23 +251,49 @@ class LivePolicy:
             pin=pin,
         )
 
+    def _issue_rank(
+        self, call: CallRow, value: float, aged: bool
+    ) -> tuple[Lookup | None, float, float]:
+        """Level and tiebreak of `call` issued at service `value`: gittins ranks by the index
+        lookup's effective size (returned too, for the reason), every other policy by `value`."""
+        look = self.index(call, value)
+        level, tiebreak = self.rank(
+            value if look is None else look.effective,
+            issue_s=call.accepted_s,
+            arrival_s=call.program_created_s,
+            aged=aged,
+        )
+        return look, level, tiebreak
+
+    def index(self, call: CallRow, value: float) -> Lookup | None:
+        """gittins: the index lookup behind the rank of a call at `value` (None otherwise).
+        The class and hint come from the call's metadata (`autellix.class`, `autellix.hint`);
+        a hint is about what remains from this call on, so it is read at the call's own
+        service."""
+        if self.gittins is None:
+            return None
+        program_class, hint = call_labels(call)
+        return self.gittins.tables.lookup(program_class, value, hint=hint, since_hint=call.service)
+
     def place(
-        self, call: CallRow, engines: Sequence[EngineView], counter: int
+        self, call: CallRow, engines: Sequence[EngineView] | LoadIndex, counter: int
     ) -> tuple[str, str | None, str]:
-        """(engine id, new pin or None if unchanged, why) via `choose_engine`."""
-        views = sorted(engines, key=lambda e: e.id)
-        ids = [e.id for e in views]
-        loads = [float(e.load) for e in views]
-        pin = ids.index(call.engine_affinity) if call.engine_affinity in ids else None
+        """(engine id, new pin or None if unchanged, why) via `choose_engine` over the engines'
+        load index (positions are ranks by id)."""
+        loads = engines if isinstance(engines, LoadIndex) else index_of(engines)
+        pin = loads.position(call.engine_affinity)
         tokens = prompt_tokens(call)
         choice = choose_engine(
             self.balancer, loads=loads, prompt_tokens=tokens, pin=pin, counter=counter
         )
-        engine = ids[choice.engine]
-        new_pin = ids[choice.pin] if choice.pin is not None else None
+        engine = loads.id_at(choice.engine)
+        new_pin = loads.id_at(choice.pin) if choice.pin is not None else None
         cfg = self.balancer
-        load = f"load {loads[choice.engine]:g} of [{', '.join(f'{x:g}' for x in loads)}]"
-        if len(ids) == 1:
+        load = (
+            f"load {loads.load_of(engine):g}; {len(loads)} engines, loads "
+            f"{loads.lowest():g}..{loads.highest():g}"
+        )
+        if len(loads) == 1:
             why = f"only live engine {engine}"
         elif cfg.kind is BalancerKind.ROUND_ROBIN:
             why = f"round-robin -> {engine}"
@@ -265,8 +316,16 @@ class LivePolicy:
 
     # ------------------------------------------------------------------ later decisions
 
-    def level_after(self, *, rank_base: float, service: float, aged: bool) -> int:
-        """The level an active call belongs in now (demotion when it grew past its queue)."""
+    def level_after(
+        self, *, rank_base: float, service: float, aged: bool, current: int | None = None
+    ) -> int:
+        """The level an active call belongs in now (demotion when it grew past its queue).
+
+        gittins keeps `current`: its level is the effective size read through the call's
+        class and hint curve at issue, and the folded progress rows do not carry the class
+        (re-levelling running calls live is not done yet; the simulator does it)."""
+        if self.gittins is not None and current is not None:
+            return current
         level, _ = self.rank(rank_base + service, issue_s=0.0, arrival_s=0.0, aged=aged)
         return int(level)
 
@@ -275,7 +334,9 @@ class LivePolicy:
         st = self.policy.starvation
         if not st.enabled:
             return None
-        if is_aged(st, row.now_s - row.program_created_s):
+        t_c = max(0.0, row.run_s - row.reset_run_s)
+        age, run = row.now_s - row.program_created_s, row.program_run_s + t_c
+        if is_aged(st, age, run_s=run):
             level, tiebreak = self.rank(
                 0.0, issue_s=0.0, arrival_s=row.program_created_s, aged=True
             )
@@ -283,14 +344,13 @@ class LivePolicy:
                 call_id=row.id,
                 from_level=row.level,
                 to_level=int(level),
-                reason=f"aged: program older than {st.age_s:g}s (sticky top queue)",
+                reason=f"{aging_reason(st, age, run_s=run)} (sticky top queue)",
                 value=row.rank_base + row.service,
                 aged=True,
                 tiebreak=float(tiebreak),
             )
         if st.beta is None or row.level <= 0:
             return None
-        t_c = max(0.0, row.run_s - row.reset_run_s)
         w_c = max(0.0, row.now_s - row.reset_s - t_c)
         w_p, t_p = row.program_wait_s, row.program_run_s
         if not should_promote(st, w_p=w_p, w_c=w_c, t_p=t_p, t_c=t_c):
@@ -308,6 +368,64 @@ class LivePolicy:
             value=0.0,
             restart=True,
         )
+
+
+@lru_cache(maxsize=1024)
+def stored_request(request_json: str) -> dict[str, Any]:
+    """The stored request as a dict, parsed once per decision however many of its fields the
+    decision reads (the model, the class and hint labels). Read-only: it is shared."""
+    try:
+        parsed = json.loads(request_json)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def index_of(engines: Iterable[EngineView]) -> LoadIndex:
+    """A `LoadIndex` of these engines' loads (callers that hold a list)."""
+    idx = LoadIndex()
+    for e in engines:
+        idx.set(e.id, float(e.load))
+    return idx
+
+
+def requested_model(call: CallRow) -> str | None:
+    """The model the call asks for (from the stored request: the frontend validated it); None
+    when it names none (a request without the key is not parsed)."""
+    raw = call.request_json
+    model = stored_request(raw).get("model") if raw and '"model"' in raw else None
+    return model if isinstance(model, str) else None
+
+
+def call_labels(call: CallRow) -> tuple[str | None, float | None]:
+    """(class, hint) from the call's stored request metadata; a hint that is not a
+    non-negative number is ignored (hints are advisory). A request without either key is not
+    parsed (a substring test: most calls carry no labels)."""
+    if "autellix." not in call.request_json:
+        return None, None
+    meta = stored_request(call.request_json).get("metadata") or {}
+    if not isinstance(meta, dict):
+        return None, None
+    program_class = meta.get(CLASS_KEY) or None
+    hint: float | None = None
+    try:
+        raw = meta.get(HINT_KEY)
+        hint = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        hint = None
+    if hint is not None and not (math.isfinite(hint) and hint >= 0):
+        hint = None
+    return program_class, hint
+
+
+def explain_index(look: Lookup) -> str:
+    """The part of a decision's reason that says what the index was read from."""
+    hint = "no hint" if look.hint is None else f"hint {look.hint:g}"
+    return (
+        f"class {look.program_class or '(none)'}, {hint}: Gittins index {look.index:.3g} at "
+        f"attained {look.attained:g} ({look.curve.source}, {look.curve.samples} samples) = "
+        f"effective size {look.effective:.4g}"
+    )
 
 
 def prompt_tokens(call: CallRow) -> int:

@@ -11,7 +11,7 @@ available when a batch starts joins it, up to `batch` — one message when the s
      level)` with their `dispatch` event rows and program pins: one statement → publish each
      `Dispatch(attempt=k)` to `engine.<id>.q.<level>` on JetStream with `Nats-Msg-Id =
      "<call>:<k>"` (all of the batch at once, PubAcks on one subscription: `jspub.py`), or
-     first offered to the engine directly (`autellix.direct`: core NATS, JetStream only for
+     first offered to the engine directly (`transport.direct`: core NATS, JetStream only for
      what the engine did not take) → ack;
    * dispatched → a previous handler (maybe on another replica, maybe killed) made the
      transition but may not have published: publish the same Dispatch again (same message id:
@@ -20,6 +20,12 @@ available when a batch starts joins it, up to `batch` — one message when the s
    to any replica) without touching Postgres; after `no_engine_timeout_s` since the call was
    accepted, fail it (`queued → failed`, conditional) and send `CallError(no_engine)` to the
    caller.
+
+Bounded delivery: a Dispatch larger than the bus's max_payload (the frontend refuses such calls,
+so only a row written some other way) fails its call with `message_too_large` instead of being
+published; and at a message's last delivery (`bus.MAX_DELIVER`, the consumer's max_deliver) a
+call that still cannot be handled fails with `undeliverable` (or `no_engine`), so no message is
+redelivered forever and every accepted call gets an answer.
 
 Two Postgres round trips per batch, not per call: that is what lets one replica make thousands
 of decisions per second (docs/scheduling.md, "Live system").
@@ -41,12 +47,14 @@ Crash points (SIGKILL of a scheduler replica) and why nothing is lost or answere
 * **no-engine failure**: the `queued → failed` UPDATE matches once, so one CallError at most.
 
 Answers (CallFinal / CallError) come only from the owner of the latest attempt via conditional
-updates (see `store/queries.py`), so redeliveries here can never produce a second answer.
+updates (see `autellix.store.states`), so redeliveries here can never produce a second answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,20 +63,29 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from autellix import bus, telemetry
-from autellix.direct import DirectGate
-from autellix.protocol import (
+from autellix.runtime import telemetry
+from autellix.runtime.service import CrashPoint
+from autellix.services.scheduler.decide import Decision, LivePolicy
+from autellix.services.scheduler.engines import EngineRegistry
+from autellix.services.scheduler.metrics import scheduler_metrics
+from autellix.store.dispatch import (
+    CallRow,
+    DispatchItem,
+    load_call,
+    load_calls,
+    mark_dispatched_many,
+)
+from autellix.store.finish import fail_call
+from autellix.transport import bus
+from autellix.transport.direct import DirectGate
+from autellix.transport.publisher import AsyncPublisher, Outgoing
+from autellix.wire.protocol import (
     CallError,
     ErrorCode,
     ScheduleCall,
     Subjects,
     encode,
 )
-from autellix.service_runtime import CrashPoint
-from autellix.services.scheduler.decide import Decision, LivePolicy
-from autellix.services.scheduler.engines import EngineRegistry
-from autellix.services.scheduler.jspub import AsyncPublisher, Outgoing
-from autellix.store import queries as q
 
 
 class Dispatcher:
@@ -101,6 +118,8 @@ class Dispatcher:
         self.direct = direct
         self.direct_timeout_s = direct_timeout_s
         self.direct_gate = DirectGate()  # engines that just refused are not offered for a while
+        #: told of every engine found gone (`_suspend_gone`): the maintenance reaps it sooner
+        self.on_engine_gone: Callable[[str], None] | None = None
         self.dispatched = 0
         self.republished = 0
         self.batches = 0
@@ -126,7 +145,7 @@ class Dispatcher:
                 await msg.term()
         if not parsed:
             return
-        if not self.registry.live():  # nothing to decide: do not touch Postgres while waiting
+        if not self.registry.has_live():  # nothing to decide: do not touch Postgres while waiting
             waiting = [(sc, m) for sc, m in parsed if _age_s(m) < self.no_engine_timeout_s]
             for _, m in waiting:
                 await self._nak(m)
@@ -147,13 +166,63 @@ class Dispatcher:
     async def _nak(self, msg: Msg) -> None:
         # back off while no engine is live: 0.5 s, 0.75 s, ... at most 2 s between tries
         tries = _delivered(msg)
+        if tries >= bus.MAX_DELIVER:  # JetStream would not deliver it again
+            await self.give_up([msg], ErrorCode.no_engine, f"no live engine after {tries} tries")
+            return
         await msg.nak(delay=min(2.0, self.retry_delay_s * 1.5 ** min(tries - 1, 20)))
 
+    async def give_up(self, msgs: list[Msg], code: ErrorCode, why: str) -> None:
+        """Fail the calls of messages that will not be delivered again (their last delivery
+        failed, see the module doc) and answer their callers; then drop the messages."""
+        for msg in msgs:
+            try:
+                sc = ScheduleCall.model_validate_json(msg.data)
+            except ValidationError:
+                await msg.term()
+                continue
+            await self._fail(sc.call_id, code, f"{why} (delivery {_delivered(msg)})", None)
+            with contextlib.suppress(Exception):
+                await msg.term()
+
+    async def _fail(
+        self, call_id: str, code: ErrorCode, message: str, attempts: int | None
+    ) -> None:
+        reply_to = await fail_call(
+            self.pool,
+            call_id=call_id,
+            code=code.value,
+            message=message,
+            actor=self.actor,
+            from_statuses=("queued", "dispatched"),
+            attempts=attempts,
+        )
+        if reply_to is not None:
+            err = CallError(call_id=call_id, code=code, message=message, retryable=False)
+            with contextlib.suppress(Exception):
+                await self.nc.publish(reply_to, encode(err))
+            self.log.warning("call failed", call_id=call_id, code=code.value, why=message)
+            scheduler_metrics().call_failed(code.value)
+
+    async def _deliverable(self, items: list[Outgoing]) -> list[Outgoing]:
+        """The items that fit the bus; the others' calls fail with `message_too_large`."""
+        limit = self.nc.max_payload
+        fits = [it for it in items if len(it.payload) + _HEADER_ROOM <= limit]
+        for it in items:
+            if len(it.payload) + _HEADER_ROOM > limit:
+                call_id, _, attempt = it.msg_id.rpartition(":")
+                await self._fail(
+                    call_id,
+                    ErrorCode.message_too_large,
+                    f"its Dispatch is {len(it.payload)} bytes; the bus carries {limit}",
+                    int(attempt) + 1,
+                )
+        return fits
+
     async def _handle(self, parsed: list[tuple[ScheduleCall, Msg]]) -> list[str]:
-        calls = await q.load_calls(self.pool, list({sc.call_id for sc, _ in parsed}))
+        calls = await load_calls(self.pool, list({sc.call_id for sc, _ in parsed}))
         outcomes = ["ack"] * len(parsed)
-        decided: dict[str, tuple[q.CallRow, Decision, str]] = {}
-        republish: dict[str, q.CallRow] = {}
+        decided: dict[str, tuple[CallRow, Decision, str]] = {}
+        republish: dict[str, CallRow] = {}
         for i, (sc, _) in enumerate(parsed):
             call = calls.get(sc.call_id)
             if call is None:
@@ -162,7 +231,7 @@ class Dispatcher:
             if call.id in decided or call.id in republish:
                 continue  # the same call twice in one batch (a redelivery): handled once
             if call.status == "queued":
-                decision = self.policy.decide(call, self.registry.live(), next(self._counter))
+                decision = self.policy.decide(call, self.registry, next(self._counter))
                 if decision is None:
                     outcomes[i] = await self._no_engine(call)
                     continue
@@ -173,10 +242,10 @@ class Dispatcher:
         if decided:
             for _ in decided:
                 self._crash("before_transition")
-            done = await q.mark_dispatched_many(
+            done = await mark_dispatched_many(
                 self.pool,
                 [
-                    q.DispatchItem(
+                    DispatchItem(
                         call_id=call.id,
                         attempt=call.attempts,
                         engine_id=d.engine_id,
@@ -201,13 +270,16 @@ class Dispatcher:
                     self._crash("after_transition")
                     publishes.append(self._outgoing(call, attempt=call.attempts, decision=d))
                 else:
-                    lost = await q.load_call(self.pool, call_id)  # lost a race: see who won
+                    lost = await load_call(self.pool, call_id)  # lost a race: see who won
                     if lost is not None and lost.status == "dispatched" and lost.attempts > 0:
                         republish[call_id] = lost
             await self._deliver(publishes)
             for _ in publishes:
                 self._crash("after_publish")
             self.dispatched += len(publishes)
+            scheduler_metrics().decided(
+                d.level for cid, (_, d, _) in decided.items() if cid in done
+            )
         if republish:
             again = [self._outgoing(c, attempt=c.attempts - 1) for c in republish.values()]
             await self._deliver(again)
@@ -218,11 +290,27 @@ class Dispatcher:
         """Dispatches to their engines: directly first when enabled, else (and for what is not
         taken) through JetStream; raises if JetStream did not store them (no ack then)."""
         gate = self.direct_gate if self.direct else None
-        await self.publisher.deliver(items, gate, self.direct_timeout_s)
+        try:
+            await self.publisher.deliver(
+                await self._deliverable(items), gate, self.direct_timeout_s
+            )
+        finally:
+            if gate is not None and gate.gone:
+                self._suspend_gone(gate.take_gone())
+
+    def _suspend_gone(self, subjects: set[str]) -> None:
+        """Engines whose direct subject had no subscriber leave the registry's choices until
+        they heartbeat again (`EngineRegistry.suspend`). What was sent there is in their
+        JetStream queue, as before: a restarted engine hands it back, the reaper otherwise."""
+        for engine_id in self.registry.ids():
+            if self.subjects.dispatch_direct(engine_id) in subjects:
+                self.registry.suspend(engine_id)
+                if self.on_engine_gone is not None:
+                    self.on_engine_gone(engine_id)
 
     def _dispatch(
         self,
-        call: q.CallRow,
+        call: CallRow,
         *,
         attempt: int,
         decision: Decision | None,
@@ -231,7 +319,7 @@ class Dispatcher:
         """The `Dispatch` message, encoded. Built as JSON directly around the request exactly
         as stored (the frontend validated it; the engine validates the whole Dispatch again):
         re-validating and re-serializing every CallRequest here was a third of the
-        scheduler's CPU (profiled). `tests/test_live_units.py` checks it equals
+        scheduler's CPU (profiled). `tests/stack/test_live_units.py` checks it equals
         `encode(Dispatch(...))`."""
         if decision is not None:
             level, priority, tiebreak = decision.level, decision.priority, decision.tiebreak
@@ -249,7 +337,7 @@ class Dispatcher:
         )
 
     def _outgoing(
-        self, call: q.CallRow, *, attempt: int, decision: Decision | None = None
+        self, call: CallRow, *, attempt: int, decision: Decision | None = None
     ) -> Outgoing:
         """The Dispatch for `engine.<id>.q.<level>`, with its message id (dedupe)."""
         engine_id = decision.engine_id if decision is not None else call.engine_id
@@ -279,7 +367,7 @@ class Dispatcher:
         return self._tracing
 
     def _traced_dispatch(
-        self, call: q.CallRow, attempt: int, decision: Decision | None, engine_id: str
+        self, call: CallRow, attempt: int, decision: Decision | None, engine_id: str
     ) -> bytes:
         with telemetry.span(  # the decision, in the call's trace (Dispatch.trace continues it)
             "autellix.schedule",
@@ -296,12 +384,12 @@ class Dispatcher:
         ):
             return self._dispatch(call, attempt=attempt, decision=decision)
 
-    async def _no_engine(self, call: q.CallRow) -> str:
+    async def _no_engine(self, call: CallRow) -> str:
         waited = (datetime.now(UTC) - call.accepted_at).total_seconds()
         if waited < self.no_engine_timeout_s:
             return "nak"
         message = f"no live engine for {waited:.0f}s (limit {self.no_engine_timeout_s:.0f}s)"
-        reply_to = await q.fail_call(
+        reply_to = await fail_call(
             self.pool,
             call_id=call.id,
             code=ErrorCode.no_engine.value,
@@ -316,9 +404,11 @@ class Dispatcher:
             )
             await self.nc.publish(reply_to, encode(err))
             self.log.warning("call failed: no engine", call_id=call.id, waited_s=round(waited, 1))
+            scheduler_metrics().call_failed(ErrorCode.no_engine.value)
         return "ack"
 
 
+_HEADER_ROOM = 1024  # what a Dispatch's headers (message id, trace) take of max_payload
 _JSON = msgspec.json.Encoder()  # ~10x json.dumps on this dict (measured)
 _TRACE_HEADERS = ("traceparent", "tracestate")
 
@@ -331,7 +421,7 @@ def passthrough_trace(carrier: Any) -> dict[str, str]:
 
 
 def dispatch_payload(
-    call: q.CallRow,
+    call: CallRow,
     *,
     attempt: int,
     level: int,
@@ -366,11 +456,7 @@ def dispatch_payload(
     return b"".join((head[:-1], b',"request":', call.request_json.encode(), b"}"))
 
 
-def _delivered(msg: Msg) -> int:
-    try:
-        return max(1, msg.metadata.num_delivered)
-    except Exception:
-        return 1
+_delivered = bus.delivered
 
 
 def _age_s(msg: Msg) -> float:

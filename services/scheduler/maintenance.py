@@ -13,6 +13,13 @@ over (no lease to expire).
   dispatch messages it still finds in the stream are dropped. (They are not purged here: a
   purge could race with a fresh dispatch to an engine that only looked lost; the stream's
   max_age bounds them.)
+  A *suspected* engine (`suspect`: a dispatcher found nobody subscribed to its direct subject,
+  i.e. its process is gone) is reaped sooner, once its heartbeat is `suspect_stale_s` old (2 s,
+  one heartbeat missed, instead of `engine_stale_s`): both signals at once, so an engine that
+  only lost its NATS connection for a moment (it keeps writing heartbeats) is not reaped. The
+  reaping itself is the same, so the exactly-once argument is the reaper's: the calls go back
+  to `queued` with their attempt kept, and whatever the old incarnation does later matches no
+  row. A suspicion not confirmed within `engine_stale_s` is dropped.
 * **Reconciler**: a call `queued` with no event for `reconcile_after_s` may have no ScheduleCall
   in the stream (the frontend's publish failed after its insert, or a reaper died between its
   commit and its publish). It is published again; the message id names the attempt, so if the
@@ -36,16 +43,25 @@ Two more duties for live scheduling, each also run by one replica at a time (own
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from typing import Any
 
 from nats.js import JetStreamContext
 
-from autellix import bus
-from autellix.protocol import Subjects
 from autellix.services.scheduler.accounting import send_controls
 from autellix.services.scheduler.decide import LivePolicy
-from autellix.store import queries as q
+from autellix.services.scheduler.metrics import scheduler_metrics
+from autellix.store.engines import (
+    down_engines_with_calls,
+    mark_engines_down_if_stale,
+    mark_stale_engines_down,
+)
+from autellix.store.levels import change_levels, starvation_candidates
+from autellix.store.programs import expire_idle_programs
+from autellix.store.requeue import requeue_engine_calls, stale_queued_calls
+from autellix.transport import bus
+from autellix.wire.protocol import Subjects
 
 
 class Maintenance:
@@ -85,7 +101,10 @@ class Maintenance:
             if ttl_check_s is not None
             else min(30.0, max(0.5, program_idle_ttl_s / 10.0))
         )
+        self.suspect_stale_s = min(2.0, engine_stale_s)
+        self._suspects: dict[str, float] = {}  # engine id -> time.monotonic() first suspected
         self.requeued = 0
+        self.metrics = scheduler_metrics()  # its requeued-calls series starts at 0 here
         self.reconciled = 0
         self.promoted = 0
         self.expired = 0
@@ -120,9 +139,11 @@ class Maintenance:
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.starvation_key):
                 return 0
-            rows = await q.starvation_candidates(conn, age_s=self.policy.policy.starvation.age_s)
+            # the youngest age either sticky rule (age, slowdown) can fire at
+            min_age = self.policy.policy.starvation.min_aging_age_s
+            rows = await starvation_candidates(conn, age_s=min_age)
             changes = [c for r in rows if (c := self.policy.promotion(r)) is not None]
-            changed = await q.change_levels(conn, changes, kind="promote", actor=self.actor)
+            changed = await change_levels(conn, changes, kind="promote", actor=self.actor)
         if changed:
             await send_controls(self.nc, self.subjects, changed, "promoted: anti-starvation")
             self.promoted += len(changed)
@@ -130,27 +151,45 @@ class Maintenance:
         return len(changed)
 
     async def expire_once(self) -> list[str]:
-        expired = await q.expire_idle_programs(self.pool, idle_s=self.program_idle_ttl_s)
+        expired = await expire_idle_programs(self.pool, idle_s=self.program_idle_ttl_s)
         if expired:
             self.expired += len(expired)
             self.log.info("idle programs expired", programs=len(expired))
         return expired
+
+    def suspect(self, engine_id: str) -> None:
+        """A dispatcher found `engine_id`'s direct subject without a subscriber: reap it at the
+        next pass if its heartbeat has also stopped (module docstring)."""
+        self._suspects.setdefault(engine_id, time.monotonic())
+
+    def _suspected(self) -> list[str]:
+        cutoff = time.monotonic() - self.engine_stale_s
+        for engine_id, since in list(self._suspects.items()):
+            if since < cutoff:
+                del self._suspects[engine_id]  # the plain reaper decides about it now
+        return sorted(self._suspects)
 
     async def pass_once(self) -> bool:
         """One reaper + reconciler pass; False when another replica holds the lock."""
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self.lock_key):
                 return False
-            lost = await q.mark_stale_engines_down(conn, stale_after_s=self.engine_stale_s)
-            targets = sorted(set(lost) | set(await q.down_engines_with_calls(conn)))
+            lost = await mark_stale_engines_down(conn, stale_after_s=self.engine_stale_s)
+            if suspects := self._suspected():
+                lost += await mark_engines_down_if_stale(
+                    conn, suspects, stale_after_s=self.suspect_stale_s
+                )
+                for engine_id in lost:
+                    self._suspects.pop(engine_id, None)
+            targets = sorted(set(lost) | set(await down_engines_with_calls(conn)))
             requeued = (
-                await q.requeue_engine_calls(
+                await requeue_engine_calls(
                     conn, targets, actor=self.actor, reason="engine lost (heartbeat stale)"
                 )
                 if targets
                 else []
             )
-            stale = await q.stale_queued_calls(
+            stale = await stale_queued_calls(
                 conn, older_than_s=self.reconcile_after_s, actor=self.actor
             )
         if lost:
@@ -158,6 +197,7 @@ class Maintenance:
         if requeued:
             sent = await bus.publish_schedule(self.js, self.subjects, requeued, reason="redispatch")
             self.requeued += sent
+            self.metrics.calls_requeued(sent)
             self.log.warning("calls of lost engines re-queued", calls=len(requeued), published=sent)
         if stale:
             sent = await bus.publish_schedule(self.js, self.subjects, stale, reason="reconcile")

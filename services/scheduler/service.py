@@ -25,22 +25,27 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autellix import bus, direct
-from autellix.protocol import EngineHeartbeat, Subjects
+from autellix.runtime.service import run_service
+from autellix.runtime.settings import Settings
 from autellix.services.scheduler.accounting import ServiceAccounting
 from autellix.services.scheduler.decide import LivePolicy
 from autellix.services.scheduler.dispatcher import Dispatcher
 from autellix.services.scheduler.engines import EngineRegistry
 from autellix.services.scheduler.maintenance import Maintenance
-from autellix.settings import Settings
-from autellix.store import queries as q
 from autellix.store.db import create_pool, synchronous_commit_for
+from autellix.store.engines import live_engines
+from autellix.transport import bus, direct
+from autellix.wire.protocol import EngineHeartbeat, ErrorCode, Subjects
 
 
 @dataclass
 class SchedulerOptions:
     concurrency: int = 512
-    ack_wait_s: float = 10.0
+    #: a killed replica's pulled ScheduleCalls wait this long for redelivery (`autellix chaos`:
+    #: 10 s was a 10 s stall of every call it held); a batch is handled in milliseconds, and a
+    #: slow one redelivered to another replica is decided once (conditional transitions)
+    ack_wait_s: float = 3.0
+    pull_expires_s: float = 1.0
     no_engine_timeout_s: float = 60.0
     retry_delay_s: float = 0.5
     engine_live_s: float = 3.0
@@ -53,7 +58,7 @@ class SchedulerOptions:
     fold_interval_s: float = 0.05
     starvation_interval_s: float = 0.5
     program_idle_ttl_s: float = 600.0
-    #: direct offers (`autellix.direct`) are refused while this many ScheduleCalls are held:
+    #: direct offers (`transport.direct`) are refused while this many ScheduleCalls are held:
     #: a backlog stays in JetStream (ordered, bounded memory) instead of in this process
     direct_backlog: int = 64
 
@@ -114,7 +119,7 @@ class SchedulerService:
             generic_plans=True,
         )
         await self.nc.subscribe(self.subjects.heartbeat, cb=self._on_heartbeat)
-        self.registry.seed(await q.live_engines(self.pool, stale_after_s=self.opts.engine_live_s))
+        self.registry.seed(await live_engines(self.pool, stale_after_s=self.opts.engine_live_s))
         self.dispatcher = Dispatcher(
             pool=self.dispatch_pool,
             nc=self.nc,
@@ -152,9 +157,12 @@ class SchedulerService:
             self.subjects.calls_stream,
             self.subjects.scheduler_durable,
             batch=max(1, min(self.opts.concurrency * 2, 1024)),
+            # short-lived pull requests: a killed replica's request stays with the server
+            # until it expires, and what it is handed meanwhile waits ack_wait more
+            expires=self.opts.pull_expires_s,
         )
         await self.consumer.start()
-        # direct offers from frontends (`autellix.direct`): one queue group for all replicas
+        # direct offers from frontends (`transport.direct`): one queue group for all replicas
         self._direct_sub = await self.nc.subscribe(
             self.subjects.sched_direct, queue="scheduler", cb=self._on_direct
         )
@@ -172,6 +180,7 @@ class SchedulerService:
             starvation_interval_s=self.opts.starvation_interval_s,
             program_idle_ttl_s=self.opts.program_idle_ttl_s,
         )
+        self.dispatcher.on_engine_gone = maintenance.suspect
         self._tasks.append(asyncio.create_task(self._consume(), name="consume"))
         self._tasks.append(asyncio.create_task(maintenance.run(), name="maintenance"))
         self._tasks.append(asyncio.create_task(self.accounting.run(), name="accounting"))
@@ -223,9 +232,13 @@ class SchedulerService:
         except Exception as exc:
             # leave them un-acked: JetStream redelivers after ack_wait (Postgres/NATS hiccup)
             self.log.exception("dispatch failed; messages will be redelivered", error=repr(exc))
+            last = [m for m in batch if bus.delivered(m) >= bus.MAX_DELIVER]
             for msg in batch:
-                with contextlib.suppress(Exception):
-                    await msg.nak(delay=1.0)
+                if msg not in last:
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=1.0)
+            with contextlib.suppress(Exception):  # never redelivered: fail their calls now
+                await self.dispatcher.give_up(last, ErrorCode.undeliverable, repr(exc)[:300])
         finally:
             self._held -= len(batch)
             for _ in batch:
@@ -272,3 +285,13 @@ class SchedulerService:
 
 async def build(settings: Settings, log: Any, options: SchedulerOptions) -> SchedulerService:
     return SchedulerService(settings, options, log)
+
+
+def run(settings: Settings, options: SchedulerOptions) -> None:
+    """Run one scheduler replica until SIGTERM (`python -m autellix.services.scheduler` parses
+    the flags into `options` and calls this)."""
+
+    async def _build(s: Settings, log: Any) -> SchedulerService:
+        return await build(s, log, options)
+
+    run_service("scheduler", _build, settings)

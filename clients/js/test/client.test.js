@@ -1,5 +1,5 @@
 // The Node.js client against a live Autellix stack (frontend, scheduler, simulated engine).
-// Run by tests/test_js_client.py, which starts the stack and sets AUTELLIX_NATS_URL and
+// Run by tests/stack/test_js_client.py, which starts the stack and sets AUTELLIX_NATS_URL and
 // AUTELLIX_NAMESPACE; by hand: `AUTELLIX_NATS_URL=... AUTELLIX_NAMESPACE=... npm test`.
 
 import assert from "node:assert/strict";
@@ -90,4 +90,62 @@ test("bad input and closed programs are typed errors", async () => {
   await assert.rejects(program.call({ prompt: "x", maxTokens: 0 }), { code: "validation_error" });
   await program.close();
   await assert.rejects(program.call({ prompt: "after close" }), { code: "program_closed" });
+});
+
+test("cancelling a program rejects its running calls with cancelled", async () => {
+  const program = await client.openProgram();
+  const running = [1, 2].map(() => program.call({ prompt: "long", maxTokens: 20_000 }));
+  // attach the checks now: each call rejects as soon as the cancel lands
+  const rejected = running.map((call) => assert.rejects(call, { code: "cancelled" }));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const reply = await program.cancel({ reason: "done", close: true });
+  assert.equal(reply.type, "program_cancel");
+  assert.equal(reply.status, "closed");
+  assert.equal(reply.cancelled.length, 2);
+  await Promise.all(rejected);
+  await assert.rejects(program.call({ prompt: "after cancel" }), { code: "program_closed" });
+});
+
+test("a resume after a dropped subscription returns the missing tokens and the final", async () => {
+  const program = await client.openProgram();
+  const { createInbox } = await import("nats");
+  const inbox = createInbox();
+  const sub = client.nc.subscribe(inbox);
+  const request = { v: 1, program_id: program.programId, thread_id: "main", prompt: "drop me", sampling: { max_tokens: 40 } };
+  client.nc.publish(client.subjects.submit, new TextEncoder().encode(JSON.stringify(request)), { reply: inbox });
+  let callId = null;
+  const have = [];
+  for await (const msg of sub) {
+    const reply = JSON.parse(new TextDecoder().decode(msg.data));
+    if (reply.type === "accepted") callId = reply.call_id;
+    if (reply.type === "delta") have.push(...reply.token_ids);
+    if (have.length >= 3) break; // the subscription is dropped here: the rest goes nowhere
+  }
+  assert.ok(sub.isClosed() && callId);
+  let reply;
+  for (let i = 0; i < 100; i++) {
+    reply = await client.resume({ programId: program.programId, callId, offset: have.length });
+    if (reply.status === "finished") break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.equal(reply.status, "finished");
+  assert.equal(reply.offset, have.length);
+  assert.equal(have.length + reply.token_ids.length, 40, "the stored tokens from the offset on");
+  assert.equal(reply.final.call_id, callId);
+  assert.equal(reply.final.usage.completion_tokens, 40);
+  const other = await client.resume({ programId: "p-not-this-one", callId, offset: 0 });
+  assert.equal(other.status, "unknown", "a call id is looked up within its program only");
+  await program.close();
+});
+
+test("no frontend: the call is resent until the accept timeout, then an explicit error", async () => {
+  const lonely = new AutellixClient(client.nc, { namespace: `nobody-${Date.now()}`, acceptTimeoutMs: 1200 });
+  const started = Date.now();
+  await assert.rejects(lonely.call({ program_id: "p-x", prompt: "hello?" }), (err) => {
+    assert.ok(err instanceof CallFailed);
+    assert.match(err.message, /no Autellix frontend is listening/);
+    return true;
+  });
+  assert.ok(Date.now() - started >= 1200, "not given up at the first no-responders");
+  assert.ok(lonely.recovered.resent >= 1, JSON.stringify(lonely.recovered));
 });

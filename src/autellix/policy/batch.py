@@ -14,15 +14,23 @@ The rule (paper, Algorithm 1, with our tie and cap decisions):
 - Keys are tuples `(level, tiebreak, ...)`; only `level` decides preemption, the whole tuple decides
   order (lower = sooner).
 
-`plan_batch` is the reference implementation over plain data, used by the live engine service.
-The simulator implements the same rule with heaps for speed (tests check they agree).
+The rule's parts are functions of their own: `can_admit` (a free slot and KV room),
+`outranks` (strictly lower queue), `run_protected` (too young in its run) and `choose_victim`
+(the walk from the worst running call up). `plan_batch` composes them over plain data for the
+live engine service; the simulator's engine composes the same functions over its heaps (it keeps
+a prefix cache whose state changes with every admission, which a list of candidates cannot
+express). `tests/unit/test_admission_parity.py` drives both through the same events and checks
+they admit and preempt the same calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class PreemptionMode(StrEnum):
@@ -64,6 +72,44 @@ class BatchPlan:
     preempt: list[Hashable] = field(default_factory=list)
 
 
+def can_admit(
+    *, free_slots: int, used_kv: float, kv_tokens: float, kv_capacity: float, idle: bool = False
+) -> bool:
+    """A waiting call fits: a free sequence slot, and KV room for what it needs.
+
+    An idle engine (nothing running) takes the call even when its KV does not fit: nothing could
+    ever free more room, so refusing would leave it waiting for good."""
+    return free_slots >= 1 and (idle or used_kv + kv_tokens <= kv_capacity)
+
+
+def outranks(waiting_level: float, running_level: float) -> bool:
+    """Whether a waiting call may displace a running one: only from a *strictly* better queue
+    (ties keep the running call, so equals never thrash)."""
+    return running_level > waiting_level
+
+
+def run_protected(run_tokens: int, min_run_tokens: int) -> bool:
+    """A running call that has decoded fewer than `min_run_tokens` in its current run is no
+    priority victim (it would pay its prefill again for nothing)."""
+    return run_tokens < min_run_tokens
+
+
+def choose_victim(worst_first: Iterable[tuple[float, bool, T]], waiting_level: float) -> T | None:
+    """The running call a waiting call of `waiting_level` preempts, or None.
+
+    `worst_first` yields `(level, protected, call)` from the lowest-ranked running call up; the
+    walk stops at the first call the waiting one does not outrank and skips protected ones. It
+    consumes the iterator only up to the call it returns, so a caller taking several victims
+    passes the same iterator again."""
+    for level, protected, call in worst_first:
+        if not outranks(waiting_level, level):
+            return None
+        if protected:
+            continue
+        return call
+    return None
+
+
 def plan_batch(
     candidates: Sequence[Candidate],
     *,
@@ -79,11 +125,19 @@ def plan_batch(
     slots = max_seqs - len(running)
     admit: list[Hashable] = []
     preempt: list[Hashable] = []
+
+    def fits(s: int, kv: float, w: Candidate, idle: bool = False) -> bool:
+        return can_admit(
+            free_slots=s, used_kv=kv, kv_tokens=w.kv_tokens, kv_capacity=kv_capacity, idle=idle
+        )
+
     for w in waiting:
-        if slots >= 1 and used_kv + w.kv_tokens <= kv_capacity:
+        if fits(slots, used_kv, w, idle=not running):
             admit.append(w.call_id)
             slots -= 1
             used_kv += w.kv_tokens
+            running.append(w)
+            running.sort(key=lambda c: c.key)
             continue
         if not preemptive:
             break
@@ -91,17 +145,18 @@ def plan_batch(
         victims: list[Candidate] = []
         s, kv = slots, used_kv
         budget = max_preemptions - len(preempt)
-        for r in reversed(running):
-            if s >= 1 and kv + w.kv_tokens <= kv_capacity:
+        walk: Iterator[tuple[float, bool, Candidate]] = (
+            (r.key[0], r.protected, r) for r in reversed(running)
+        )
+        # (no idle exception here: emptying the batch for a call that cannot fit is useless)
+        while not fits(s, kv, w) and len(victims) < budget:
+            r = choose_victim(walk, w.key[0])
+            if r is None:
                 break
-            if len(victims) >= budget or not r.key[0] > w.key[0]:
-                break
-            if r.protected:
-                continue
             victims.append(r)
             s += 1
             kv -= r.kv_tokens
-        if not (s >= 1 and kv + w.kv_tokens <= kv_capacity):
+        if not fits(s, kv, w):
             break
         for r in victims:
             running.remove(r)

@@ -20,6 +20,20 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass
 
+# The default queues, written once: the simulator's `MLFQConfig()` and the live scheduler's
+# `--levels/--quantum/--growth` flags both start from these (9 queues, the first 64 service units
+# wide, each next one twice as wide as the one before).
+DEFAULT_LEVELS = 9
+DEFAULT_FIRST_QUANTUM = 64.0
+DEFAULT_GROWTH = 2.0
+
+
+def geometric_boundaries(levels: int, first_quantum: float, growth: float) -> tuple[float, ...]:
+    """Upper bounds of `levels` geometric queues: `q, q*g, ..., q*g^(levels-2)`."""
+    if levels < 1 or first_quantum <= 0 or growth <= 1.0:
+        raise ValueError("need levels >= 1, first_quantum > 0, growth > 1")
+    return tuple(first_quantum * growth**i for i in range(levels - 1))
+
 
 @dataclass(frozen=True, slots=True)
 class MLFQConfig:
@@ -29,15 +43,8 @@ class MLFQConfig:
         None: continuous priorities (level == value).
     """
 
-    boundaries: tuple[float, ...] | None = (
-        64.0,
-        128.0,
-        256.0,
-        512.0,
-        1024.0,
-        2048.0,
-        4096.0,
-        8192.0,
+    boundaries: tuple[float, ...] | None = geometric_boundaries(
+        DEFAULT_LEVELS, DEFAULT_FIRST_QUANTUM, DEFAULT_GROWTH
     )
 
     def __post_init__(self) -> None:
@@ -47,11 +54,24 @@ class MLFQConfig:
                 raise ValueError(f"MLFQ boundaries must be positive and increasing: {b}")
 
     @classmethod
-    def geometric(cls, levels: int = 9, first_quantum: float = 64.0, growth: float = 2.0):
-        """K = `levels` queues; Q1 holds `[0, q)`, Qi holds `[q*g^(i-2), q*g^(i-1))`."""
-        if levels < 1 or first_quantum <= 0 or growth <= 1.0:
-            raise ValueError("need levels >= 1, first_quantum > 0, growth > 1")
-        return cls(tuple(first_quantum * growth**i for i in range(levels - 1)))
+    def geometric(
+        cls,
+        levels: int | None = None,
+        first_quantum: float | None = None,
+        growth: float | None = None,
+    ) -> MLFQConfig:
+        """K = `levels` queues; Q1 holds `[0, q)`, Qi holds `[q*g^(i-2), q*g^(i-1))`.
+
+        A parameter left None takes its default (`DEFAULT_LEVELS`, `DEFAULT_FIRST_QUANTUM`,
+        `DEFAULT_GROWTH`), so a caller overriding one knob need not repeat the others.
+        """
+        return cls(
+            geometric_boundaries(
+                DEFAULT_LEVELS if levels is None else levels,
+                DEFAULT_FIRST_QUANTUM if first_quantum is None else first_quantum,
+                DEFAULT_GROWTH if growth is None else growth,
+            )
+        )
 
     @classmethod
     def continuous(cls) -> MLFQConfig:

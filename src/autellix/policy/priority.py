@@ -18,6 +18,8 @@ program table), `used` is the call's own attained service so far. Lower value = 
 - ATLAS exact (beyond the paper, needs parent ids): base = max over parents k of
   (base_k + used_k), 0 for a root (`atlas_exact_base`).
 - SRPT (oracle, simulator only): the program's remaining work; not a service value.
+- Gittins: the same base as ATLAS; the value is then read through the program class's learned
+  index curve (`autellix.policy.gittins`), so the rank is an effective remaining size.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class PriorityKind(StrEnum):
     ATLAS = "atlas"  # program's critical-path service, paper's scalar rule
     ATLAS_EXACT = "atlas-exact"  # critical path through explicit parent ids
     SRPT = "srpt"  # oracle: the program's remaining output tokens
+    GITTINS = "gittins"  # Gittins index of the critical-path service (`policy.gittins`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,6 @@ class ProgramService:
         """The base of a new call under a service-ranked policy (0 for FCFS/CALL/SRPT)."""
         if kind is PriorityKind.PLAS:
             return plas_base(self.completed, running_progress)
-        if kind is PriorityKind.ATLAS:
+        if kind in (PriorityKind.ATLAS, PriorityKind.GITTINS):
             return self.critical
         return 0.0

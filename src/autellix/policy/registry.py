@@ -9,6 +9,7 @@
 | plas-np       | program's service, exact order | no         | on           | (vLLM `priority`)  |
 | atlas         | critical-path service (scalar) | yes        | on           | Autellix ATLAS     |
 | atlas-exact   | critical path via parent ids   | yes        | on           | (beyond the paper) |
+| gittins       | Gittins index of critical path | yes        | on           | (beyond the paper) |
 | srpt          | program's remaining work       | yes        | on           | oracle (sim only)  |
 
 `plas-np` models the cheap alternative to Autellix that issue 6 benchmarks as `vllm-priority`:
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autellix.policy.batch import PreemptionCost
+from autellix.policy.gittins import GittinsConfig
 from autellix.policy.mlfq import MLFQConfig
 from autellix.policy.priority import PriorityKind, ServiceUnits
 from autellix.policy.starvation import StarvationConfig
@@ -56,6 +58,8 @@ class PolicyConfig:
     # ("program"), or least value first ("service": the priority value at issue, i.e. the queues
     # only coarsen *preemption*, while waiting calls are served in exact least-attained order)
     within_level: str = "call"
+    # the index learner of the `gittins` policy (None for every other policy)
+    gittins: GittinsConfig | None = None
 
     @property
     def binned(self) -> bool:
@@ -97,6 +101,12 @@ POLICIES: dict[str, PolicyConfig] = {
         PolicyConfig("plas-np", PriorityKind.PLAS, within_level="service"),
         PolicyConfig("atlas", PriorityKind.ATLAS, **_PROGRAM_AWARE),
         PolicyConfig("atlas-exact", PriorityKind.ATLAS_EXACT, **_PROGRAM_AWARE),
+        PolicyConfig(
+            "gittins",
+            PriorityKind.GITTINS,
+            **{**_PROGRAM_AWARE, "within_level": "service"},
+            gittins=GittinsConfig(),
+        ),
         PolicyConfig(
             "srpt",
             PriorityKind.SRPT,

@@ -8,7 +8,8 @@ Public API (used by `autellix sim`, the benchmarks and tests):
 `options` may be:
 - any `PolicyConfig` field (e.g. `starvation=StarvationConfig(beta=None)`, `mlfq=MLFQConfig(...)`,
   `max_preemptions_per_step=2`, `prefix_caching=False`, `preemption=PreemptionCost(...)`), plus
-  the shortcuts `beta`, `age_s`, `quanta=(levels, first_quantum, growth)`, `prefill_weight`;
+  the shortcuts `beta`, `age_s`, `slowdown`, `slowdown_floor_s` (the tail guard),
+  `quanta=(levels, first_quantum, growth)`, `prefill_weight`;
 - any `EngineProfile` field (e.g. `max_num_seqs=64`, `kv_capacity_tokens=200_000`);
 - any `BalancerConfig` field except `kind` (e.g. `guard_abs=None`);
 - `max_jump_steps` (cap on decode iterations per jump; fidelity knob, default unbounded),
@@ -47,7 +48,15 @@ __all__ = [
 _POLICY_FIELDS = {f.name for f in dataclasses.fields(PolicyConfig)} - {"name", "priority"}
 _PROFILE_FIELDS = {f.name for f in dataclasses.fields(EngineProfile)} - {"name"}
 _BALANCER_FIELDS = {f.name for f in dataclasses.fields(BalancerConfig)} - {"kind"}
-_SIM_FIELDS = {"max_jump_steps", "kv_watermark", "record_calls"}
+_SIM_FIELDS = {
+    "max_jump_steps",
+    "kv_watermark",
+    "record_calls",
+    "hints",
+    "classes",
+    "tenants",
+    "tenant_weights",
+}
 
 
 def list_policies() -> list[str]:
@@ -60,11 +69,9 @@ def build_policy(policy: str | PolicyConfig, options: dict[str, Any]) -> PolicyC
     cfg = policy if isinstance(policy, PolicyConfig) else get_policy(policy)
     changes: dict[str, Any] = {k: options.pop(k) for k in list(options) if k in _POLICY_FIELDS}
     starv = changes.get("starvation", cfg.starvation)
-    if "beta" in options or "age_s" in options:
-        starv = dataclasses.replace(
-            starv,
-            **{k: options.pop(k) for k in ("beta", "age_s") if k in options},
-        )
+    shortcuts = ("beta", "age_s", "slowdown", "slowdown_floor_s")
+    if any(k in options for k in shortcuts):
+        starv = dataclasses.replace(starv, **{k: options.pop(k) for k in shortcuts if k in options})
         changes["starvation"] = starv
     if "quanta" in options:
         levels, q, g = options.pop("quanta")
@@ -107,7 +114,9 @@ def simulate(
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        run = Simulator(programs, cfg, prof, engines=engines, balancer=bal, **sim_opts).run()
+        run = Simulator(
+            programs, cfg, prof, engines=engines, balancer=bal, seed=seed, **sim_opts
+        ).run()
     finally:
         if was_enabled:
             gc.enable()

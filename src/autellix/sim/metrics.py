@@ -25,16 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from autellix.bench.reporting import pct as _pct
 from autellix.sim.results import ProgramOutcome, SimRun
 
 LEVELS = (2, 5, 10)
 ABSOLUTE_SLOS = (0.05, 0.1, 0.2, 0.5)  # s/token
 BASELINES = ("fcfs-nocache", "fcfs", "mlfq", "srpt")
 METRIC = "avg_latency_per_token_s"
-
-
-def _pct(xs: np.ndarray, q: float) -> float:
-    return float(np.percentile(xs, q)) if len(xs) else float("nan")
 
 
 def outcome_metrics(outcomes: Sequence[ProgramOutcome]) -> dict[str, float]:

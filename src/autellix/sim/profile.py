@@ -9,6 +9,10 @@ One engine iteration (a continuous-batching step) takes
 seconds. Every running sequence gains one token per step; a call's prefill step also yields its
 first token. Profiles are JSON files in `autellix/sim/profiles/` (or any path) so measured numbers
 live beside their provenance; `source` and `calibration` say where the numbers come from.
+
+This is the one timing model of a simulated engine: the simulator's iterations and the live `sim`
+engine backend's steps (`autellix.backends.sim`, which builds an `EngineProfile` from its flags)
+both take `step_seconds`.
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,8 @@ def fit_latency(
         step seconds) of steps that only prefill (no decoding sequences).
     Returns the `latency` block of a profile JSON (negative fits are clipped to 0).
     """
+    import numpy as np  # here, not at the top: the live `sim` backend imports this module
+
     d = np.asarray(decode, dtype=float)
     a = np.column_stack([np.ones(len(d)), d[:, 0], d[:, 1]])
     base, per_seq, per_ctx = np.linalg.lstsq(a, d[:, 2], rcond=None)[0]

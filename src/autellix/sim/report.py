@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from autellix.bench.reporting import md_table as _md_table
+
 BANNER = "SIMULATED"
 _BOUND = {"exact": "", "lower": ">=", "upper": "<=", "unknown": "~"}
 
@@ -92,12 +94,6 @@ def run_rows(payload: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return header, rows
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def markdown(payload: dict[str, Any]) -> str:

@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from autellix.sim.metrics import all_crossed, any_above_at_lightest, run_record, sustainable
+from autellix.sim.metrics import (
+    LEVELS,
+    all_crossed,
+    any_above_at_lightest,
+    run_record,
+    sustainable,
+)
 from autellix.sim.results import SimRun
 from autellix.workloads.arrivals import with_arrivals
 from autellix.workloads.types import ProgramSpec
@@ -56,6 +62,8 @@ class SweepConfig:
     # listed in `policies` runs its base policy with `sim_options` updated by these options and
     # is reported under the label.
     variants: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # the m of L* = m x light-load latency at which sustainable rates are read
+    levels: tuple[float, ...] = LEVELS
 
 
 @dataclass(slots=True)
@@ -257,17 +265,17 @@ def run_sweep(
                 on_rates(todo)
             runs.extend(runner.grid(todo))
             done = sorted(set(done) | set(todo))
-            sust = sustainable(runs)
+            sust = sustainable(runs, cfg.levels)
             if not extend or ext >= MAX_EXTENSIONS:
                 break
             todo = []
-            if not all_crossed(sust):
+            if not all_crossed(sust, max(cfg.levels)):
                 todo.append(float(f"{done[-1] * EXTEND_FACTOR:.4g}"))
-            if any_above_at_lightest(sust) and down < MAX_EXTENSIONS_DOWN:
+            if any_above_at_lightest(sust, min(cfg.levels)) and down < MAX_EXTENSIONS_DOWN:
                 todo.append(float(f"{done[0] / EXTEND_FACTOR:.4g}"))
                 down += 1
             if not todo:
                 break
             ext += 1
     runs.sort(key=lambda r: (r["rate"], cfg.policies.index(r["policy"])))
-    return SweepResult(runs, done, cap, sustainable(runs), ext)
+    return SweepResult(runs, done, cap, sustainable(runs, cfg.levels), ext)

@@ -1,20 +1,36 @@
-"""Database connections: an asyncpg pool for the services' hot path, SQLAlchemy for everything else.
+"""Database connections: asyncpg pools and connections for every statement the services run.
 
-Why two: the services run a handful of fixed statements per call (see `queries.py`), each a
-single round trip with a conditional `UPDATE ... WHERE status IN (...)`; raw asyncpg with
-prepared statements keeps that at the ~0.2 ms a local round trip costs, where the SQLAlchemy
-async ORM adds several times that. Tools, tests and migrations use SQLAlchemy (`create_engine`)
-with the same models.
+Why raw asyncpg: the services run a handful of fixed statements per call (the modules of
+`autellix.store`, see `autellix.store.states`), each a single round trip with a conditional
+`UPDATE ... WHERE status IN (...)`; asyncpg with prepared statements keeps that at the ~0.2 ms
+a local round trip costs, where the SQLAlchemy async ORM adds several times that. SQLAlchemy
+describes the schema (`models`); the Alembic migrations and the schema tests open their own
+SQLAlchemy engines on it.
 
 **Commit durability** (`AUTELLIX_PG_SYNC_COMMIT`: `accept` (default) | `on` | `off`). A synchronous
 commit waits for the WAL fsync: ~4 ms per commit on this machine's disk against ~0.15 ms without,
 and a call makes four commits (accept, dispatch, start, finish). Only the frontend's accept must
 survive a *Postgres server* crash (it is what `CallAccepted` promises; asynchronous commit never
-loses data on an application crash, nor corrupts anything). Losing the last few hundred ms of
-the other writes is recoverable: a lost dispatch transition leaves the call `queued` (the
-reconciler republishes it; the engine drops the stale dispatch), a lost `running` mark is
-accepted by the finish update, heartbeats and progress are rewritten every second. So by
-default the frontend commits synchronously and the scheduler and engines do not.
+loses data on an application crash, nor corrupts anything). Nor may a transition after which
+a message goes out that names it: the dispatch transition and a requeue (the Dispatch or
+ScheduleCall published next is named by the attempt, and a copy of it under the same name after
+the transition was lost is dropped as a duplicate: `store.dispatch`), and the transitions that
+answer a call (`store.finish`: its final or error goes out right after). Those commit
+synchronously whatever the connection's default (`set_config` in the statement, no extra round
+trip). Losing the last few hundred ms of the other writes is recoverable: a lost `running` mark
+is accepted by the finish update, heartbeats and progress are rewritten every second. So by
+default the frontend commits synchronously and the scheduler and engines do not, but for those.
+
+**Through a transaction pooler** (`AUTELLIX_PG_POOL_MODE=transaction`: PgBouncer's
+`pool_mode = transaction`, or a managed service's pooler in that mode). Each transaction may run
+on another server connection, so nothing may outlive one: asyncpg's named prepared statements
+are turned off (`statement_cache_size=0`: unnamed statements, parsed and run inside one
+transaction), and the session settings above (`jit`, `synchronous_commit`,
+`plan_cache_mode`) are not sent as startup parameters, which PgBouncer refuses; set them on the
+role instead (`ALTER ROLE autellix SET jit = off`, see docs/deploy.md). The rest already holds:
+the maintenance lock is transaction-scoped (`pg_try_advisory_xact_lock`), no `LISTEN`, no
+temporary tables, no `SET` outside `SET LOCAL`. Migrations need a session: run
+`autellix db upgrade` against Postgres itself, not through the pooler.
 """
 
 from __future__ import annotations
@@ -24,10 +40,12 @@ import os
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-from autellix.settings import asyncpg_dsn, sqlalchemy_url
+from autellix.runtime.settings import asyncpg_dsn
+
+# What every statement in `autellix.store` runs on: a pool (one statement, its own transaction)
+# or a connection (the caller's transaction).
+Conn = asyncpg.Connection | asyncpg.Pool
 
 
 def _encode_json(value: Any) -> str:
@@ -43,6 +61,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 SYNC_COMMIT_ENV = "AUTELLIX_PG_SYNC_COMMIT"
+POOL_MODE_ENV = "AUTELLIX_PG_POOL_MODE"
+POOL_MODES = ("session", "transaction")
 
 
 class _NoResetConnection(asyncpg.Connection):  # type: ignore[misc]
@@ -65,6 +85,26 @@ def synchronous_commit_for(role: str) -> bool:
     if mode in ("off", "false", "0"):
         return False
     return role == "frontend"
+
+
+def pool_mode() -> str:
+    """`AUTELLIX_PG_POOL_MODE`: `session` (default: Postgres itself, or a session pooler) or
+    `transaction` (a transaction pooler: see the module docstring). Anything else is an error,
+    since guessing wrong fails at the first statement under load, not at start."""
+    mode = os.environ.get(POOL_MODE_ENV, "").strip().lower() or "session"
+    if mode not in POOL_MODES:
+        raise ValueError(f"{POOL_MODE_ENV} must be one of {', '.join(POOL_MODES)}, got {mode!r}")
+    return mode
+
+
+def connection_options(server_settings: dict[str, str]) -> dict[str, Any]:
+    """asyncpg connect options for the pool mode: all of `server_settings` and the statement
+    cache on a session; only `application_name` (which PgBouncer passes on) and no named
+    prepared statements through a transaction pooler."""
+    if pool_mode() == "transaction":
+        kept = {k: v for k, v in server_settings.items() if k == "application_name"}
+        return {"server_settings": kept, "statement_cache_size": 0}
+    return {"server_settings": server_settings}
 
 
 async def create_pool(
@@ -98,8 +138,8 @@ async def create_pool(
         max_size=max_size,
         init=_init_connection,
         connection_class=_NoResetConnection,
-        server_settings=settings,
         command_timeout=30,
+        **connection_options(settings),
     )
     assert pool is not None
     return pool
@@ -109,17 +149,7 @@ async def connect(database_url: str, application_name: str = "autellix") -> asyn
     """One connection with the same set-up as the pool (tests, one-off tools)."""
     conn = await asyncpg.connect(
         asyncpg_dsn(database_url),
-        server_settings={"jit": "off", "application_name": application_name},
+        **connection_options({"jit": "off", "application_name": application_name}),
     )
     await _init_connection(conn)
     return conn
-
-
-def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
-    """A SQLAlchemy async engine on asyncpg for the same database."""
-    kwargs.setdefault("pool_pre_ping", True)
-    return _create_async_engine(sqlalchemy_url(database_url), **kwargs)
-
-
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)

@@ -7,14 +7,13 @@ from a checkout.
 
 from __future__ import annotations
 
-import asyncio
 from importlib import resources
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from autellix.settings import sqlalchemy_url
+from autellix.runtime.settings import sqlalchemy_url
 
 
 class NotMigratedError(RuntimeError):
@@ -49,9 +48,11 @@ async def current_revision(database_url: str) -> str | None:
     """The revision stamped in the database, or None when it was never migrated."""
     import asyncpg
 
-    from autellix.settings import asyncpg_dsn
+    from autellix.runtime.settings import asyncpg_dsn
+    from autellix.store.db import connection_options
 
-    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    # services call this at start through whatever they connect to, a transaction pooler too
+    conn = await asyncpg.connect(asyncpg_dsn(database_url), **connection_options({}))
     try:
         exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
         if not exists:
@@ -81,16 +82,3 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<database>"
-
-
-def upgrade_blocking(database_url: str) -> None:
-    """`upgrade` that is safe to call whether or not an event loop is running."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        upgrade(database_url)
-        return
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(upgrade, database_url).result()

@@ -72,6 +72,10 @@ class Program(Base):
     # promotion (docs/scheduling.md, "Anti-starvation")
     starve_wait_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     starve_run_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # the tenant (HTTP API key) that opened it; NULL: opened without one (NATS, or an HTTP API
+    # without keys). Set once, at creation; ownership checks and per-tenant admission read it
+    # (0004)
+    tenant: Mapped[str | None] = mapped_column(Text)
 
 
 class Thread(Base):
@@ -128,6 +132,8 @@ class Call(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     # tokens generated so far (for resume after an engine is lost); kept short for sim engines
     output_token_ids: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    # a finished call's output text as its final carried it (0003): answers rebuilt from the row
+    output_text: Mapped[str | None] = mapped_column(Text)
     # live scheduling (0002). `priority` is the base the call was issued with (ATLAS accounting);
     # its rank value is `rank_base + service` (rank_base = priority until an anti-starvation
     # promotion restarts it at -service); `tiebreak` orders it inside its level; `aged` = sticky

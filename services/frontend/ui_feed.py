@@ -1,0 +1,169 @@
+"""The dashboard's one reader per frontend replica, fanning each snapshot out to every browser.
+
+Why one reader: the dashboard must cost the deployment the same with one browser open or fifty,
+and nothing at all with none. So browsers never query Postgres themselves: each one subscribes
+here (server-sent events, `ui.py`); the first subscriber starts a reader task, which reads one
+bounded snapshot (`autellix.store.ui_queries`) every `poll_s` on a connection borrowed from the
+frontend's pool for those few statements, encodes it once, and hands the same bytes to every
+subscriber; when the last one leaves, the task ends. A slow browser only ever holds the newest
+snapshot (older ones are dropped, never queued), so it cannot make the reader wait or grow memory.
+
+Configuration (environment of the frontend process):
+
+| variable | default | what |
+|---|---|---|
+| `AUTELLIX_UI_POLL_S` | 1.0 | seconds between snapshots (at least 0.2) |
+| `AUTELLIX_UI_WINDOW_S` | 300 | calls accepted this many seconds back (and all unfinished ones) |
+| `AUTELLIX_UI_MAX_CALLS` | 500 | at most this many calls of the window per snapshot |
+| `AUTELLIX_UI_MAX_PROGRAMS` | 300 | at most this many programs per snapshot |
+| `AUTELLIX_JAEGER_UI_URL` | unset | Jaeger's UI address (`http://localhost:16686`): trace links |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from autellix.runtime.settings import checked_env_float
+from autellix.services.frontend.ui_depth import DepthHistory
+from autellix.services.frontend.ui_encode import SnapshotEncoder
+from autellix.services.frontend.ui_view import SnapshotParts
+from autellix.store.ui_queries import WindowLimits, WindowRows, read_window
+
+MIN_POLL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class FeedConfig:
+    """How often the reader polls, how much it reads, and where trace links point."""
+
+    poll_s: float = 1.0
+    limits: WindowLimits = field(default_factory=WindowLimits)
+    jaeger_ui: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> FeedConfig:
+        """From the `AUTELLIX_UI_*` / `AUTELLIX_JAEGER_UI_URL` variables (module doc); a value
+        that does not parse is a start-up error naming the variable, not a silent default."""
+        env = os.environ if env is None else env
+
+        def num(name: str, default: float, minimum: float) -> float:
+            return checked_env_float(name, default, minimum=minimum, env=env)
+
+        limits = WindowLimits(
+            window_s=num("AUTELLIX_UI_WINDOW_S", 300.0, 1.0),
+            max_calls=int(num("AUTELLIX_UI_MAX_CALLS", 500, 1)),
+            max_programs=int(num("AUTELLIX_UI_MAX_PROGRAMS", 300, 1)),
+        )
+        return cls(
+            poll_s=num("AUTELLIX_UI_POLL_S", 1.0, MIN_POLL_S),
+            limits=limits,
+            jaeger_ui=env.get("AUTELLIX_JAEGER_UI_URL", "").strip() or None,
+        )
+
+
+class Subscription:
+    """One browser's mailbox: holds only the newest snapshot (encoded JSON)."""
+
+    def __init__(self) -> None:
+        self._box: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+
+    def offer(self, data: str) -> None:
+        if self._box.full():
+            self._box.get_nowait()  # drop the older snapshot: the browser wants the newest
+        self._box.put_nowait(data)
+
+    async def next(self, timeout_s: float) -> str | None:
+        """The next snapshot, or None after `timeout_s` without one."""
+        try:
+            return await asyncio.wait_for(self._box.get(), timeout_s)
+        except TimeoutError:
+            return None
+
+
+class DashboardFeed:
+    """The reader task and its subscribers (one instance per frontend process)."""
+
+    def __init__(self, pool: Any, config: FeedConfig, log: Any) -> None:
+        self.pool = pool
+        self.config = config
+        self.log = log
+        self.depth = DepthHistory(keep_s=max(config.limits.window_s, 60.0))
+        self.encoder = SnapshotEncoder()
+        self._subs: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._latest: tuple[float, str] | None = None  # (monotonic time read, encoded)
+        #: snapshots read since the process started (each one a bounded read of Postgres)
+        self.reads = 0
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    @property
+    def reading(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def subscribe(self) -> Subscription:
+        """A new mailbox; starts the reader if it is not running. A fresh snapshot (read within
+        the last poll interval) is in the mailbox at once."""
+        sub = Subscription()
+        self._subs.add(sub)
+        if self._latest is not None and time.monotonic() - self._latest[0] < self.config.poll_s:
+            sub.offer(self._latest[1])
+        if not self.reading:
+            self._task = asyncio.create_task(self._read_while_watched(), name="ui-reader")
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """The reader stops at its next wake-up once nobody is subscribed."""
+        self._subs.discard(sub)
+
+    async def stop(self) -> None:
+        self._subs.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _read_while_watched(self) -> None:
+        # no await between the check and the return: a subscriber arriving while the loop
+        # decides to end either sees this task still running (and is served) or starts another
+        while self._subs:
+            started = time.monotonic()
+            try:
+                data = await self._snapshot()
+            except Exception as exc:  # the database is away or slow: say so, try again
+                self.log.warning("dashboard snapshot failed", error=repr(exc))
+                data = json.dumps({"error": f"could not read the database: {exc!r}"})
+            else:
+                self._latest = (time.monotonic(), data)
+            for sub in list(self._subs):
+                sub.offer(data)
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(MIN_POLL_S / 2, self.config.poll_s - elapsed))
+
+    async def _snapshot(self) -> str:
+        rows = await read_window(self.pool, self.config.limits)
+        self.reads += 1
+        # deriving and encoding run in a worker thread, so the frontend's event loop keeps
+        # admitting calls meanwhile (the GIL is handed back every few ms) instead of stalling
+        return await asyncio.to_thread(self._encode, rows)
+
+    def _encode(self, rows: WindowRows) -> str:
+        now_ms = rows.now.timestamp() * 1000.0
+        self.depth.add(now_ms, rows.depth)
+        parts = SnapshotParts(
+            rows,
+            self.config.limits,
+            self.depth.series(e["id"] for e in rows.engines if e["status"] == "up"),
+            self.config.jaeger_ui,
+        )
+        feed = {"seq": self.reads, "poll_s": self.config.poll_s, "subscribers": self.subscribers}
+        return self.encoder.encode(parts, {"feed": feed})

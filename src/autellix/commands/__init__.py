@@ -1,1 +1,0 @@
-"""Sub-commands of the `autellix` CLI; each module exposes `register(app)`."""
