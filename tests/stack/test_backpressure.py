@@ -33,6 +33,8 @@ BURST = 2000
 PROGRAMS = 200
 MAX_TOKENS = 24
 MODEL = "simulated"
+#: HTTP completions sent together once the bound is reached
+HTTP_PROBES = 60
 #: engines drain at most 2 x 32 calls per 24 x 0.05 s (~53 calls/s), well below the rate a
 #: frontend accepts a burst at, so the bound is reached whatever the machine's speed
 ENGINE_ARGS = ("--max-batch", "32", "--token-latency", "0.05", "--progress-interval", "0.1")
@@ -69,18 +71,22 @@ def _outcome(call: WireCall) -> str:
     return "completed"
 
 
-async def _http_while_full(url: str, burst: list[WireCall]) -> list[httpx.Response]:
-    """HTTP completions sent while the burst is in flight, until one is refused (or the burst
-    is over): the answers, in order."""
-    got: list[httpx.Response] = []
+async def _http_while_full(url: str) -> list[httpx.Response]:
+    """HTTP completions sent at once while the bound is reached: the answers.
+
+    Sent together, not one after another: a sequential caller waits out each completion behind
+    the queue, and by the time it asks again a finished call may have opened a slot, so it would
+    only ever see room. Engines free a slot every ~20 ms, far fewer than HTTP_PROBES arrive in
+    that time, so some must be refused.
+    """
     body = {"model": MODEL, "prompt": "http during the burst", "max_tokens": 4}
-    async with httpx.AsyncClient(base_url=url, timeout=120) as h:
-        while not all(c.done.is_set() for c in burst):
-            r = await h.post("/v1/completions", json=body)
-            got.append(r)
-            if r.status_code == 429:
-                break
-    return got
+    limits = httpx.Limits(max_connections=HTTP_PROBES, max_keepalive_connections=HTTP_PROBES)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as h:
+        return list(
+            await asyncio.gather(
+                *(h.post("/v1/completions", json=body) for _ in range(HTTP_PROBES))
+            )
+        )
 
 
 def _problems(log: str) -> list[str]:
@@ -103,7 +109,7 @@ async def test_a_burst_of_2000_calls_is_answered_and_bounded(
     while not any(c.messages and isinstance(c.messages[0], CallError) for c in burst):
         assert time.monotonic() - started < 60, "no call was refused: no back-pressure"
         await asyncio.sleep(0.01)
-    during = await _http_while_full(stack.http_url, burst)
+    during = await _http_while_full(stack.http_url)
     await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in burst)), 240)
     elapsed = time.monotonic() - started
     await asyncio.sleep(0.3)  # a duplicate answer would arrive now
@@ -114,11 +120,13 @@ async def test_a_burst_of_2000_calls_is_answered_and_bounded(
     print(f"burst: {accepted} completed, {refused} overloaded in {elapsed:.1f}s")
     assert refused > 0 and accepted >= LIMIT, (accepted, refused)
 
-    refusal = during[-1]
-    assert refusal.status_code == 429, [r.status_code for r in during]
-    assert int(refusal.headers["retry-after"]) >= 1
-    assert refusal.json()["error"]["code"] == "overloaded"
-    assert all(r.status_code == 200 for r in during[:-1]), [r.text for r in during]
+    codes = [r.status_code for r in during]
+    refusals = [r for r in during if r.status_code == 429]
+    assert refusals, codes
+    for refusal in refusals:
+        assert int(refusal.headers["retry-after"]) >= 1
+        assert refusal.json()["error"]["code"] == "overloaded"
+    assert set(codes) <= {200, 429}, [r.text for r in during if r.status_code not in (200, 429)]
 
     # nothing accepted is lost, nothing refused is stored
     rows = await db_fetch(
