@@ -60,13 +60,19 @@ class Stack:
         self.group = ProcessGroup(log_dir=self.log_dir, echo=False)
         self.subjects = Subjects(self.settings.namespace)
 
-    def start_frontend(self, *args: str, http: bool = False, name: str = "frontend") -> None:
+    def start_frontend(
+        self,
+        *args: str,
+        http: bool = False,
+        name: str = "frontend",
+        env: dict[str, str] | None = None,
+    ) -> None:
         """Start a frontend; with `http`, also its HTTP API on a free port (`http_url`)."""
         if http:
             port = free_port()
             self.http_url = f"http://127.0.0.1:{port}"
             args = ("--http-port", str(port), *args)
-        self.start(name, "frontend", *args)
+        self.start(name, "frontend", *args, env=env)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Stack]:

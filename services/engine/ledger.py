@@ -13,23 +13,11 @@ import asyncio
 import time
 from typing import Any
 
-import asyncpg
-
 from autellix.services.engine.call import EngineCall
 from autellix.services.engine.state import RunnerState
+from autellix.store.db import DB_UNAVAILABLE
 from autellix.store.running import mark_running_many, owned_calls, save_progress
 
-#: what a Postgres outage looks like from a pooled connection: the socket gone, the server
-#: restarting ("the database system is starting up"), or a pooled connection left mid-protocol
-#: by the crash ("cannot switch to state ..."); every transition retried on them is idempotent
-_DB_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.exceptions.InternalClientError,
-)
 _DB_ATTEMPTS = 11  # sleeps 0.1, 0.2, ... capped at 4 s: about 22 s in all
 
 
@@ -123,7 +111,7 @@ class Ledger(RunnerState):
         for attempt in range(_DB_ATTEMPTS):
             try:
                 return await fn(*args, **kwargs)
-            except _DB_UNAVAILABLE as exc:
+            except DB_UNAVAILABLE as exc:
                 if attempt == _DB_ATTEMPTS - 1:
                     raise
                 self.log.warning("database unavailable, retrying", op=fn.__name__, error=repr(exc))

@@ -40,6 +40,7 @@ from autellix.services.frontend.tool_parsers import extract
 from autellix.services.frontend.tool_parsers.request import (
     OutputPlan,
 )
+from autellix.store.db import db_unavailable
 from autellix.transport.aio import get_within
 from autellix.wire.protocol import (
     CallAccepted,
@@ -121,9 +122,20 @@ class CallRun:
             )
         except Exception as exc:
             self.close()
-            self.gateway.log.exception("HTTP call admission failed", error=repr(exc))
-            raise ApiError(
-                503, f"could not accept the call: {exc!r}", type="server_error", code="unavailable"
+            if not db_unavailable(exc):
+                self.gateway.log.exception("HTTP call admission failed", error=repr(exc))
+                raise ApiError(
+                    500, f"could not accept the call: {exc!r}", type="server_error", code="internal"
+                ) from exc
+            self.gateway.log.warning(
+                "HTTP call admission failed: database unavailable", error=repr(exc)
+            )
+            raise ApiError.from_call_error(
+                CallError(
+                    code=ErrorCode.unavailable,
+                    message=f"could not accept the call, database unavailable: {exc!r}",
+                    retryable=True,
+                )
             ) from exc
         if outcome.not_owned:  # another tenant's program: as if it did not exist
             self.close()

@@ -32,6 +32,7 @@ _HTTP_ERRORS: dict[ErrorCode, tuple[int, str, str]] = {
     ErrorCode.undeliverable: (502, "server_error", "undeliverable"),
     ErrorCode.engine_failed: (502, "server_error", "engine_failed"),
     ErrorCode.timeout: (504, "server_error", "timeout"),
+    ErrorCode.unavailable: (503, "server_error", "unavailable"),
     ErrorCode.internal: (500, "server_error", "internal"),
 }
 
@@ -62,7 +63,7 @@ class ApiError(Exception):
         param = None
         if err.details:
             param = str(err.details[0].get("loc") or "") or None
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else None
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
         return cls(status, err.message, type=kind, code=code, param=param, headers=headers)
 
 

@@ -50,7 +50,7 @@ from autellix.services.frontend.cancel import (
 from autellix.services.frontend.live_engines import EngineDirectory
 from autellix.services.frontend.resume import resume_call
 from autellix.services.frontend.tracing import record_program_closed
-from autellix.store.db import create_pool, synchronous_commit_for
+from autellix.store.db import create_pool, db_unavailable, synchronous_commit_for
 from autellix.transport import bus, direct
 from autellix.transport.publisher import AsyncPublisher
 from autellix.wire.protocol import (
@@ -169,11 +169,21 @@ class FrontendService:
         try:
             await handler(msg)
         except Exception as exc:
-            self.log.exception("request failed", subject=msg.subject, error=repr(exc))
-            if msg.reply:
+            if db_unavailable(exc):  # Postgres restarting: an outage, not a bug
+                self.log.warning(
+                    "request failed: database unavailable", subject=msg.subject, error=repr(exc)
+                )
+                err = CallError(
+                    code=ErrorCode.unavailable,
+                    message=f"database unavailable, retry: {exc!r}",
+                    retryable=True,
+                )
+            else:
+                self.log.exception("request failed", subject=msg.subject, error=repr(exc))
                 err = CallError(
                     code=ErrorCode.internal, message=f"frontend error: {exc!r}", retryable=True
                 )
+            if msg.reply:
                 with contextlib.suppress(Exception):
                     await self.nc.publish(msg.reply, encode(err))
         finally:

@@ -32,7 +32,7 @@ from autellix.services.scheduler.decide import LivePolicy
 from autellix.services.scheduler.dispatcher import Dispatcher
 from autellix.services.scheduler.engines import EngineRegistry
 from autellix.services.scheduler.maintenance import Maintenance
-from autellix.store.db import create_pool, synchronous_commit_for
+from autellix.store.db import create_pool, db_unavailable, synchronous_commit_for
 from autellix.store.engines import live_engines
 from autellix.transport import bus, direct
 from autellix.wire.protocol import EngineHeartbeat, ErrorCode, Subjects
@@ -231,7 +231,13 @@ class SchedulerService:
             await self.dispatcher.handle_batch(batch)
         except Exception as exc:
             # leave them un-acked: JetStream redelivers after ack_wait (Postgres/NATS hiccup)
-            self.log.exception("dispatch failed; messages will be redelivered", error=repr(exc))
+            if db_unavailable(exc):  # Postgres restarting: expected, and retried by redelivery
+                self.log.warning(
+                    "dispatch failed (database unavailable); messages will be redelivered",
+                    error=repr(exc),
+                )
+            else:
+                self.log.exception("dispatch failed; messages will be redelivered", error=repr(exc))
             last = [m for m in batch if bus.delivered(m) >= bus.MAX_DELIVER]
             for msg in batch:
                 if msg not in last:

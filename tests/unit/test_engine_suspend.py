@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from autellix.services.scheduler.engines import EngineRegistry
 from autellix.transport.direct import DirectGate
 from autellix.wire.protocol import EngineHeartbeat
-from services.scheduler.engines import EngineRegistry
 
 
 def _hb(eid: str) -> EngineHeartbeat:

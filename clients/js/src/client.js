@@ -195,6 +195,15 @@ export class AutellixClient {
           yield stream.result(reply);
           return;
         } else if (reply.type === "error") {
+          now = Date.now();
+          if (
+            !stream.acceptedYet &&
+            reply.code === "unavailable" &&
+            now + timers.retryMs < timers.acceptBy
+          ) {
+            timers.retrySoon(now); // the frontend's Postgres is restarting: resend
+            continue;
+          }
           throw new CallFailed(reply);
         }
       }

@@ -6,11 +6,12 @@ then reads `CallAccepted`, `TokenDelta`s and one `CallFinal` (or a `CallError`) 
 (`autellix.client.streaming` folds them into what the caller sees).
 
 A lost message costs no answer (`autellix.client.recovery`): a request nobody accepted within
-`accept_timeout` is resent under its client call id (so it never runs twice), then given up with
-an explicit error; an accepted call whose replies stopped (the NATS connection reconnected, a
-gap in the deltas, `silence_timeout` without a message) is resumed from Postgres by a
-`CallResume`, which returns the tokens from where the stream stopped and, once ended, its
-answer: every token exactly once, and one final.
+`accept_timeout`, or refused as `unavailable` (the frontend's Postgres restarting), is resent
+under its client call id (so it never runs twice), then given up with an explicit error; an
+accepted call whose replies stopped (the NATS connection reconnected, a gap in the deltas,
+`silence_timeout` without a message) is resumed from Postgres by a `CallResume`, which returns
+the tokens from where the stream stopped and, once ended, its answer: every token exactly
+once, and one final.
 
 A call whose reader goes away (its task cancelled, its stream closed early) is cancelled in the
 background, so the cancelled task never waits for a round trip; `close()` lets those cancels go
@@ -474,6 +475,14 @@ class Client:
                     yield outcome
                     return
                 elif isinstance(reply, CallError):
+                    now = time.monotonic()
+                    if (
+                        not stream.accepted_yet
+                        and reply.code == ErrorCode.unavailable
+                        and now + timers.retry_s < timers.accept_by
+                    ):  # the frontend's Postgres is restarting: resend, as after a bounce
+                        timers.retry_soon(now)
+                        continue
                     raise CallFailed(reply)
         except CallFailed as exc:
             outcome = exc.error

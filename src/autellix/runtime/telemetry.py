@@ -48,6 +48,44 @@ def _add_trace_ids(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def _library_warning_in_one_line(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """For libraries' own log records (asyncpg, nats-py, ...) below ERROR: the exception as
+    `error`, not a traceback. asyncpg, for one, warns with a full traceback each time it cannot
+    restore its pool's connection floor during a Postgres restart: an expected outage that the
+    service reports itself, one line each. Errors keep their tracebacks."""
+    record = event.get("_record")
+    if record is not None and record.levelno < logging.ERROR and event.get("exc_info"):
+        exc_info = event.pop("exc_info")
+        exc = exc_info[1] if isinstance(exc_info, tuple) else None
+        if exc is not None:
+            event["error"] = repr(exc)
+    return event
+
+
+def _route_library_logs(level: int, renderer: Any) -> None:
+    """Library log records go to stdout as the services' own lines do (one JSON object each,
+    with level, time and logger name) instead of Python's plain-text fallback on stderr."""
+    shared: list[Any] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, _library_warning_in_one_line],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(level, logging.WARNING))  # libraries' info lines are not ours to print
+
+
 def setup_logging(service: str, level: str | None = None) -> structlog.stdlib.BoundLogger:
     """Configure structlog once per process and return a logger bound to `service`."""
     global _configured
@@ -72,6 +110,7 @@ def setup_logging(service: str, level: str | None = None) -> structlog.stdlib.Bo
             logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
             cache_logger_on_first_use=True,
         )
+        _route_library_logs(lvl, renderer)
         _configured = True
     return structlog.get_logger().bind(service=service)
 

@@ -43,6 +43,37 @@ import asyncpg
 
 from autellix.runtime.settings import asyncpg_dsn
 
+#: What a Postgres outage looks like from a service: the socket gone or refused, the server
+#: restarting ("the database system is starting up") or shutting down ("terminating connection
+#: due to administrator command" / "unexpected postmaster exit"), out of connection slots, or a
+#: pooled connection left mid-protocol by the crash ("cannot switch to state ..."). Each is
+#: transient; what ran may or may not have committed, so only idempotent statements are retried
+#: on them, and a request failed by one is answered `unavailable` (retryable), not `internal`.
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def db_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a Postgres outage (`DB_UNAVAILABLE`), not a bug."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, DB_UNAVAILABLE):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 # What every statement in `autellix.store` runs on: a pool (one statement, its own transaction)
 # or a connection (the caller's transaction).
 Conn = asyncpg.Connection | asyncpg.Pool

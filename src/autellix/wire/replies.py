@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     cancelled = "cancelled"
     timeout = "timeout"
     unsupported_on_backend = "unsupported_on_backend"
+    unavailable = "unavailable"
     internal = "internal"
 
 
