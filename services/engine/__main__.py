@@ -61,6 +61,13 @@ def main(
     orphan_sweep: Annotated[
         float, typer.Option(help="hand back calls owned in Postgres but unknown here after (s)")
     ] = 30.0,
+    outage_sweep_age: Annotated[
+        float,
+        typer.Option(
+            help="once Postgres is back after an outage, hand back at once the calls owned in "
+            "Postgres but unknown here that were dispatched longer ago than this (s)"
+        ),
+    ] = 3.0,
     delta_interval: Annotated[
         float, typer.Option(help="min seconds between token deltas of one call")
     ] = 0.02,
@@ -107,6 +114,7 @@ def main(
         report_interval_s=report_interval,
         drain_timeout_s=drain_timeout,
         orphan_sweep_s=orphan_sweep,
+        outage_sweep_age_s=outage_sweep_age,
         runner=RunnerConfig(
             delta_interval_s=delta_interval,
             preemption=preemption,

@@ -112,6 +112,7 @@ class Ledger(RunnerState):
             try:
                 return await fn(*args, **kwargs)
             except DB_UNAVAILABLE as exc:
+                self.db_outage = True
                 if attempt == _DB_ATTEMPTS - 1:
                     raise
                 self.log.warning("database unavailable, retrying", op=fn.__name__, error=repr(exc))

@@ -13,7 +13,8 @@ job lives"); this module wires it to NATS and Postgres and owns the process life
   engines in memory from these) and the `engines` row in Postgres (the reaper's clock).
 * **Progress** every `progress_interval_s`: tokens already streamed are saved, so a call that
   moves to another engine resumes rather than restarts; calls we no longer own are dropped;
-  every `orphan_sweep_s`, calls Postgres says we own but we do not hold are handed back.
+  every `orphan_sweep_s`, calls Postgres says we own but we do not hold are handed back, and
+  at once after a Postgres outage when no Dispatch is on its way here (`_sweep_after_outage`).
 * **Reports** every `report_interval_s` while calls run: a `ServiceReport` with the attained
   service and run time of every running call whose service moved since the last one, for the
   schedulers' service accounting (they fold it into Postgres and decide demotions). Bounded
@@ -45,7 +46,7 @@ from autellix.backends import create_backend
 from autellix.runtime.service import run_service
 from autellix.runtime.settings import Settings
 from autellix.services.engine.runner import EngineRunner, RunnerConfig
-from autellix.store.db import create_pool, synchronous_commit_for
+from autellix.store.db import create_pool, db_unavailable, synchronous_commit_for
 from autellix.store.engines import Beat, engine_heartbeats, register_engine, set_engine_status
 from autellix.store.requeue import requeue_engine_calls
 from autellix.transport import bus, direct
@@ -64,6 +65,9 @@ class EngineOptions:
     report_interval_s: float = 0.1
     drain_timeout_s: float = 20.0
     orphan_sweep_s: float = 30.0
+    #: once Postgres is back after an outage, calls owned here but not held that were
+    #: dispatched longer ago than this are handed back at once (see `_sweep_after_outage`)
+    outage_sweep_age_s: float = 3.0
     ack_delay_s: float = 0.005  # Dispatch acks are sent in groups (see `_ack_soon`)
     #: direct Dispatch offers (`transport.direct`) are refused while this many calls wait in
     #: the local queues: a backlog stays in JetStream
@@ -308,6 +312,8 @@ class EngineService:
             await engine_heartbeats(self.pool, [beat])
         except Exception as exc:
             self.log.warning("heartbeat not written to Postgres", error=repr(exc))
+            if self.runner is not None and db_unavailable(exc):
+                self.runner.db_outage = True
 
     def check_backend(self) -> None:
         """A backend that died while idle: nobody else notices (the heartbeat loop asks)."""
@@ -342,11 +348,39 @@ class EngineService:
             await asyncio.sleep(self.opts.progress_interval_s)
             try:
                 await self.runner.save_progress_and_check()
+                if self.runner.db_outage:
+                    await self._sweep_after_outage()
                 if time.monotonic() - last_sweep >= self.opts.orphan_sweep_s:
                     last_sweep = time.monotonic()
                     await self.runner.sweep_orphans(self.opts.orphan_sweep_s)
             except Exception as exc:
                 self.log.warning("progress save failed", error=repr(exc))
+                if db_unavailable(exc):
+                    self.runner.db_outage = True
+
+    async def _sweep_after_outage(self) -> None:
+        """Postgres answers again after an outage: hand back at once the calls it says this
+        engine owns that it does not hold.
+
+        Why: through an outage a Dispatch can be dropped (its call could not be marked
+        running) or a transition can fail for good, and the periodic sweep (`orphan_sweep_s`,
+        30 s, for calls dispatched 30 s ago) would hand such a call back 30-60 s later, past a
+        caller's deadline. The periodic sweep waits that long because a call whose Dispatch
+        still waits in JetStream is not an orphan; so this one runs only when nothing is on its
+        way here (no Dispatch pending in this engine's consumer or its local queue), and
+        otherwise tries again at the next progress tick.
+        """
+        assert self.runner is not None and self.consumer is not None
+        if self.consumer.pending():
+            return
+        info = await self.js.consumer_info(
+            self.subjects.dispatch_stream, f"engine-{self.engine_id}"
+        )
+        if info.num_pending:
+            return
+        self.runner.db_outage = False
+        handed = await self.runner.sweep_orphans(self.opts.outage_sweep_age_s)
+        self.log.info("swept after a database outage", handed_back=handed)
 
     async def _report_loop(self) -> None:
         assert self.runner is not None

@@ -80,6 +80,9 @@ class RunnerState:
         self.finished = 0
         self.failed = 0
         self.preemptions = 0
+        #: a Postgres outage was seen (a transition retried, a save or heartbeat failed) and
+        #: the sweep that follows one has not run yet (`EngineService._sweep_after_outage`)
+        self.db_outage = False
         # Called once when the backend itself dies (e.g. vLLM's engine core was killed): the
         # service stops taking calls and exits non-zero; see `_backend_died`.
         self.on_backend_dead: Callable[[str], None] | None = None

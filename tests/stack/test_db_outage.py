@@ -1,15 +1,18 @@
-"""The frontend through a Postgres outage: typed, retryable refusals, then service again.
+"""Services through a Postgres outage: typed, retryable refusals, orphans handed back at once.
 
-The frontend reaches Postgres through a TCP proxy the test cuts (`tests/tcp_proxy.py`: every
-connection reset, then "connection refused", as a crashed or unreachable server looks), while
-the scheduler and the simulated engine keep their own connections. What it shows:
+The frontend and the simulated engine each reach Postgres through a TCP proxy the test cuts
+(`tests/tcp_proxy.py`: every connection reset, then "connection refused", as a crashed or
+unreachable server looks); the scheduler keeps its own connection. What it shows:
 
 * a call submitted over NATS during the outage is refused `unavailable` (retryable), not
   `internal`; over HTTP it gets 503 `unavailable` with Retry-After; the frontend logs a warning
   for each, no traceback, and keeps running;
 * the Python client rides it out: a call made during the outage is resent under its client call
   id until the frontend accepts it once Postgres is back, and is answered once;
-* after the outage both paths accept and answer again.
+* after the outage both paths accept and answer again;
+* an engine whose Postgres link comes back hands back at once a call Postgres says it owns but
+  that it never got (its Dispatch lost in the outage), so the call is answered within seconds,
+  not after the periodic orphan sweep (set to 10 minutes here).
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
+import nats
 import pytest
 import pytest_asyncio
 from svc_stack import Stack, WireRecorder, db_fetch
 from tcp_proxy import TcpProxy
 
 from autellix.client import Client
-from autellix.runtime.settings import Settings
+from autellix.runtime.settings import Settings, asyncpg_dsn
+from autellix.store.accept import accept_call, new_call_id
 from autellix.wire.protocol import (
+    CALL_REPLY,
     CallAccepted,
     CallError,
     CallFinal,
@@ -35,25 +42,50 @@ from autellix.wire.protocol import (
     SamplingParams,
 )
 
+ENGINE = "outage-e1"
+
+
+def _proxy_for(database_url: str) -> TcpProxy:
+    url = urlsplit(database_url)
+    return TcpProxy(url.hostname or "127.0.0.1", url.port or 5432)
+
+
+def _through(database_url: str, proxy: TcpProxy) -> str:
+    url = urlsplit(database_url)
+    user = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
+    return urlunsplit(url._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
+
 
 @pytest.fixture(scope="module")
 def proxy(module_settings: Settings) -> Iterator[TcpProxy]:
-    url = urlsplit(module_settings.database_url)
-    with TcpProxy(url.hostname or "127.0.0.1", url.port or 5432) as p:
+    """The frontend's way to Postgres."""
+    with _proxy_for(module_settings.database_url) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def engine_proxy(module_settings: Settings) -> Iterator[TcpProxy]:
+    """The engine's way to Postgres."""
+    with _proxy_for(module_settings.database_url) as p:
         yield p
 
 
 @pytest_asyncio.fixture(scope="module")
 async def stack(
-    new_stack: Callable[[], Stack], proxy: TcpProxy, module_settings: Settings
+    new_stack: Callable[[], Stack],
+    proxy: TcpProxy,
+    engine_proxy: TcpProxy,
+    module_settings: Settings,
 ) -> AsyncIterator[Stack]:
-    url = urlsplit(module_settings.database_url)
-    netloc = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
-    proxied = urlunsplit(url._replace(netloc=f"{netloc}127.0.0.1:{proxy.port}"))
+    url = module_settings.database_url
     s = new_stack()
-    s.start_frontend(http=True, env={"AUTELLIX_DATABASE_URL": proxied})
+    s.start_frontend(http=True, env={"AUTELLIX_DATABASE_URL": _through(url, proxy)})
     s.start("scheduler", "scheduler")
-    s.start_engine("outage-e1", "--token-latency", "0.005")
+    s.start(
+        ENGINE, "engine", "--engine-id", ENGINE, "--token-latency", "0.005",
+        "--orphan-sweep", "600", stop_timeout=30.0,
+        env={"AUTELLIX_DATABASE_URL": _through(url, engine_proxy)},
+    )  # fmt: skip
     async with s.running():
         yield s
 
@@ -138,3 +170,60 @@ async def test_client_call_made_during_an_outage_is_answered_once(
         "SELECT status FROM calls WHERE program_id = 'outage-client'",
     )
     assert [r["status"] for r in rows] == ["finished"]
+
+
+async def test_engine_hands_back_an_orphan_once_postgres_is_back(
+    stack: Stack, engine_proxy: TcpProxy
+) -> None:
+    """A call Postgres says the engine owns (dispatched 10 s ago) but whose Dispatch never
+    arrived: after the engine's Postgres link was cut and restored it is handed back, dispatched
+    again and answered, well before the 10-minute periodic sweep."""
+    nc = await nats.connect(stack.settings.nats_url)
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    request = _req("orphan")
+    call_id = new_call_id()
+    conn = await asyncpg.connect(asyncpg_dsn(stack.settings.database_url))
+    try:
+        await accept_call(
+            conn,
+            call_id=call_id,
+            program_id=request.program_id,
+            thread_id=request.thread_id,
+            client_call_id=None,
+            parent_ids=[],
+            reply_to=inbox,
+            request_json=request.model_dump_json(exclude_none=True),
+        )
+        # as if a scheduler had dispatched it to the engine and the Dispatch was lost
+        await conn.execute(
+            """UPDATE calls SET status = 'dispatched', engine_id = $2, attempts = 1,
+                      dispatched_at = now() - interval '10 seconds'
+               WHERE id = $1""",
+            call_id,
+            ENGINE,
+        )
+        engine_proxy.cut()
+        await asyncio.sleep(2.5)  # heartbeats fail meanwhile: the engine sees the outage
+        engine_proxy.restore()
+        started = asyncio.get_running_loop().time()
+        final: CallFinal | None = None
+        while final is None:
+            msg = await sub.next_msg(timeout=30)
+            reply = CALL_REPLY.validate_json(msg.data)
+            assert not isinstance(reply, CallError), reply
+            if isinstance(reply, CallFinal):
+                final = reply
+        waited = asyncio.get_running_loop().time() - started
+        assert final.call_id == call_id and len(final.token_ids) == 5
+        assert waited < 20, waited
+        events = await conn.fetch(
+            "SELECT kind, reason FROM call_events WHERE call_id = $1 ORDER BY at", call_id
+        )
+        assert ("requeue", "orphaned on a live engine") in [
+            (e["kind"], e["reason"]) for e in events
+        ]
+    finally:
+        await conn.close()
+        await nc.close()
+    assert "swept after a database outage" in stack.logs(ENGINE)
