@@ -5,7 +5,9 @@ API's: without API keys (`--api-key-file` not given) everything here is open, as
 With keys, a browser logs in once with a key (`ui_login.py`) and gets a session cookie
 (`ui_session.py`), since it cannot put a Bearer header on a page load or an `EventSource`; every
 data route accepts that cookie or `Authorization: Bearer <key>` (scripts, `curl`) and answers
-401 without either. What a valid session sees: the whole dashboard (every tenant's programs).
+401 without either. What a valid session sees: every tenant's programs for the admin tenants
+(`AUTELLIX_UI_ADMIN_TENANTS`, default `default`) and when there are no keys; only its own
+tenant's programs and calls for any other key (`ui_scope.py`).
 
 Routes (left out of the OpenAPI document: they are for people, not API clients):
 
@@ -16,7 +18,8 @@ Routes (left out of the OpenAPI document: they are for people, not API clients):
   from the routes below);
 * `GET /ui/api/events` — `text/event-stream`: one `snapshot` event per poll (`ui_feed.py`);
 * `GET /ui/api/snapshot` — the newest snapshot once, as JSON (scripts, `curl`);
-* `GET /ui/api/session` — who is looking: `{"auth", "tenant", "via", "expires"}`;
+* `GET /ui/api/session` — who is looking: `{"auth", "tenant", "via", "expires", "scope"}`
+  (`scope`: null for everything, else the one tenant whose programs the snapshots hold);
 * `GET|POST /ui/login`, `POST /ui/logout` — `ui_login.py`.
 
 Every data route is read-only and reads only through the feed's single reader (`ui_feed.py`).
@@ -37,6 +40,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from autellix.services.frontend.http_errors import ApiError
 from autellix.services.frontend.ui_feed import DashboardFeed, FeedConfig
 from autellix.services.frontend.ui_login import add_login_routes
+from autellix.services.frontend.ui_scope import admin_tenants, scope_of
 from autellix.services.frontend.ui_session import (
     COOKIE,
     SessionSigner,
@@ -71,6 +75,7 @@ def dashboard_router(gateway: Any, dependencies: Sequence[DependsParam] = ()) ->
     keys = getattr(gateway, "api_keys", None)
     # read now, so a bad AUTELLIX_UI_SESSION_S stops the frontend at start, not at first login
     signer = None if keys is None else SessionSigner(keys, session_seconds())
+    admins = admin_tenants()  # read now too: a bad value stops the frontend at start
     add_login_routes(router, lambda: signer, lambda: gateway.log)
 
     async def who(request: Request) -> Viewer | None:
@@ -95,6 +100,8 @@ def dashboard_router(gateway: Any, dependencies: Sequence[DependsParam] = ()) ->
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return found
+
+    signed_in = Depends(allowed)  # the data routes' viewer (an annotation could not name it)
 
     def feed() -> DashboardFeed:
         if gateway is None or gateway.ctx is None:
@@ -134,12 +141,13 @@ def dashboard_router(gateway: Any, dependencies: Sequence[DependsParam] = ()) ->
             "tenant": found.tenant,
             "via": found.via,
             "expires": found.expires,
+            "scope": scope_of(found.tenant, admins),
         }
 
-    @router.get("/api/snapshot", dependencies=[Depends(allowed)])
-    async def snapshot() -> Any:
+    @router.get("/api/snapshot")
+    async def snapshot(found: Viewer = signed_in) -> Any:
         f = feed()
-        sub = f.subscribe()
+        sub = f.subscribe(scope_of(found.tenant, admins))
         try:
             data = await sub.next(_SNAPSHOT_WAIT_S)
         finally:
@@ -148,12 +156,13 @@ def dashboard_router(gateway: Any, dependencies: Sequence[DependsParam] = ()) ->
             raise ApiError(503, "no dashboard snapshot in time", type="server_error")
         return Response(data, media_type="application/json")
 
-    @router.get("/api/events", dependencies=[Depends(allowed)])
-    async def events() -> Any:
+    @router.get("/api/events")
+    async def events(found: Viewer = signed_in) -> Any:
         f = feed()
+        scope = scope_of(found.tenant, admins)
 
         async def stream() -> AsyncIterator[str]:
-            sub = f.subscribe()  # here, not before: a stream never started never subscribes
+            sub = f.subscribe(scope)  # here, not before: a stream never started never subscribes
             try:
                 hello = json.dumps({"poll_s": f.config.poll_s})
                 yield f"retry: 3000\nevent: hello\ndata: {hello}\n\n"

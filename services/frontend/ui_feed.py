@@ -4,8 +4,9 @@ Why one reader: the dashboard must cost the deployment the same with one browser
 and nothing at all with none. So browsers never query Postgres themselves: each one subscribes
 here (server-sent events, `ui.py`); the first subscriber starts a reader task, which reads one
 bounded snapshot (`autellix.store.ui_queries`) every `poll_s` on a connection borrowed from the
-frontend's pool for those few statements, encodes it once, and hands the same bytes to every
-subscriber; when the last one leaves, the task ends. A slow browser only ever holds the newest
+frontend's pool for those few statements, encodes it once per scope being watched (everything,
+or one tenant's part: `ui_scope.py`), and hands the same bytes to every subscriber of that scope;
+when the last one leaves, the task ends. A slow browser only ever holds the newest
 snapshot (older ones are dropped, never queued), so it cannot make the reader wait or grow memory.
 
 Configuration (environment of the frontend process):
@@ -33,6 +34,7 @@ from typing import Any
 from autellix.runtime.settings import checked_env_float
 from autellix.services.frontend.ui_depth import DepthHistory
 from autellix.services.frontend.ui_encode import SnapshotEncoder
+from autellix.services.frontend.ui_scope import EVERYTHING, scoped_rows
 from autellix.services.frontend.ui_view import SnapshotParts
 from autellix.store.ui_queries import WindowLimits, WindowRows, read_window
 
@@ -69,9 +71,11 @@ class FeedConfig:
 
 
 class Subscription:
-    """One browser's mailbox: holds only the newest snapshot (encoded JSON)."""
+    """One browser's mailbox: holds only the newest snapshot (encoded JSON) of its `scope`
+    (`ui_scope.EVERYTHING`, or a tenant's name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scope: str | None = EVERYTHING) -> None:
+        self.scope = scope
         self._box: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
 
     def offer(self, data: str) -> None:
@@ -95,10 +99,12 @@ class DashboardFeed:
         self.config = config
         self.log = log
         self.depth = DepthHistory(keep_s=max(config.limits.window_s, 60.0))
-        self.encoder = SnapshotEncoder()
+        #: one encoder per scope watched (its cache of finished calls is per scope)
+        self.encoders: dict[str | None, SnapshotEncoder] = {}
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
-        self._latest: tuple[float, str] | None = None  # (monotonic time read, encoded)
+        #: per scope: (monotonic time read, encoded snapshot)
+        self._latest: dict[str | None, tuple[float, str]] = {}
         #: snapshots read since the process started (each one a bounded read of Postgres)
         self.reads = 0
 
@@ -110,13 +116,14 @@ class DashboardFeed:
     def reading(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def subscribe(self) -> Subscription:
-        """A new mailbox; starts the reader if it is not running. A fresh snapshot (read within
-        the last poll interval) is in the mailbox at once."""
-        sub = Subscription()
+    def subscribe(self, scope: str | None = EVERYTHING) -> Subscription:
+        """A new mailbox for `scope`; starts the reader if it is not running. A fresh snapshot
+        of that scope (read within the last poll interval) is in the mailbox at once."""
+        sub = Subscription(scope)
         self._subs.add(sub)
-        if self._latest is not None and time.monotonic() - self._latest[0] < self.config.poll_s:
-            sub.offer(self._latest[1])
+        latest = self._latest.get(scope)
+        if latest is not None and time.monotonic() - latest[0] < self.config.poll_s:
+            sub.offer(latest[1])
         if not self.reading:
             self._task = asyncio.create_task(self._read_while_watched(), name="ui-reader")
         return sub
@@ -137,33 +144,41 @@ class DashboardFeed:
         # decides to end either sees this task still running (and is served) or starts another
         while self._subs:
             started = time.monotonic()
+            scopes = {sub.scope for sub in self._subs}
             try:
-                data = await self._snapshot()
+                encoded = await self._snapshot(scopes)
             except Exception as exc:  # the database is away or slow: say so, try again
                 self.log.warning("dashboard snapshot failed", error=repr(exc))
-                data = json.dumps({"error": f"could not read the database: {exc!r}"})
+                error = json.dumps({"error": f"could not read the database: {exc!r}"})
+                encoded = dict.fromkeys(scopes, error)
             else:
-                self._latest = (time.monotonic(), data)
+                now = time.monotonic()
+                self._latest = {scope: (now, data) for scope, data in encoded.items()}
             for sub in list(self._subs):
-                sub.offer(data)
+                data = encoded.get(sub.scope)
+                if data is not None:  # else subscribed during this read: served by the next
+                    sub.offer(data)
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(MIN_POLL_S / 2, self.config.poll_s - elapsed))
 
-    async def _snapshot(self) -> str:
+    async def _snapshot(self, scopes: set[str | None]) -> dict[str | None, str]:
         rows = await read_window(self.pool, self.config.limits)
         self.reads += 1
+        self.depth.add(rows.now.timestamp() * 1000.0, rows.depth)
+        # encoders of scopes nobody watches any more are dropped with their caches
+        self.encoders = {s: self.encoders.get(s) or SnapshotEncoder() for s in scopes}
         # deriving and encoding run in a worker thread, so the frontend's event loop keeps
         # admitting calls meanwhile (the GIL is handed back every few ms) instead of stalling
-        return await asyncio.to_thread(self._encode, rows)
+        return await asyncio.to_thread(self._encode_scopes, rows, dict(self.encoders))
 
-    def _encode(self, rows: WindowRows) -> str:
-        now_ms = rows.now.timestamp() * 1000.0
-        self.depth.add(now_ms, rows.depth)
-        parts = SnapshotParts(
-            rows,
-            self.config.limits,
-            self.depth.series(e["id"] for e in rows.engines if e["status"] == "up"),
-            self.config.jaeger_ui,
-        )
+    def _encode_scopes(
+        self, rows: WindowRows, encoders: dict[str | None, SnapshotEncoder]
+    ) -> dict[str | None, str]:
+        depth = self.depth.series(e["id"] for e in rows.engines if e["status"] == "up")
         feed = {"seq": self.reads, "poll_s": self.config.poll_s, "subscribers": self.subscribers}
-        return self.encoder.encode(parts, {"feed": feed})
+        out: dict[str | None, str] = {}
+        for scope, encoder in encoders.items():
+            seen = rows if scope is EVERYTHING else scoped_rows(rows, scope)
+            parts = SnapshotParts(seen, self.config.limits, depth, self.config.jaeger_ui)
+            out[scope] = encoder.encode(parts, {"feed": feed, "scope": scope})
+        return out

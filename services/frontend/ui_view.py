@@ -11,9 +11,9 @@ without a browser (tests/unit/test_dashboard_view.py):
   than one, the span from the first preemption on is drawn as "preempted and resumed" without
   boundaries. A call handed to another engine after its engine was lost is drawn on the engine
   that has it now, with a mark where it was handed back;
-* **programs**: latency so far, attained service, critical path, level and engine, from the
-  program row and its calls (no tenant or class fields exist: a program's metadata shows as is,
-  and its `tenant` / `class` keys fill those columns);
+* **programs**: latency so far, attained service, critical path, level, engine and tenant, from
+  the program row and its calls (a program's metadata shows as is; its `class` key fills that
+  column, and its `tenant` key the tenant's where the program has none);
 * **call graphs**: dependencies are the explicit parents plus the previous call of the same
   thread; the critical path is walked back from the call that ended last, at each step through
   the dependency that ended last before the call was accepted (the one that held it up);
@@ -242,7 +242,7 @@ def _program_row(
         "preemptions": preempted,
         "level": level,
         "engine": engine,
-        "tenant": meta.get("tenant"),
+        "tenant": p.get("tenant") or meta.get("tenant"),
         "class": meta.get("class"),
         "meta": meta,
         "tokens": p["completion_tokens"],

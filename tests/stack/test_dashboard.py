@@ -436,7 +436,13 @@ async def test_open_dashboard_needs_no_login(stack: Stack) -> None:
         page = await h.get("/ui/")
         assert page.status_code == 200 and "assets/dashboard.js" in page.text
         who = await h.get("/ui/api/session")
-        assert who.json() == {"auth": False, "tenant": None, "via": "open", "expires": None}
+        assert who.json() == {
+            "auth": False,
+            "tenant": None,
+            "via": "open",
+            "expires": None,
+            "scope": None,
+        }
         for method in ("GET", "POST"):  # nothing to log into
             r = await h.request(method, "/ui/login", data={"key": "anything-at-all-here"})
             assert r.status_code == 303 and r.headers["location"] == "./"

@@ -9,12 +9,17 @@ Tenants: a program belongs to the tenant whose key opened it. Every route that n
 the program alone; its owner is served. Each tenant's unfinished calls are bounded
 (`--max-unfinished-calls-per-tenant`): past it only that tenant gets 429 + Retry-After. With a
 key, generated requests (schemathesis, positive) still get documented answers and no 5xx.
+
+The dashboard's data (`/ui/api/snapshot`, `/ui/api/events`) follows the same ownership: a
+tenant's key sees its own programs and calls only, an admin tenant's (`AUTELLIX_UI_ADMIN_TENANTS`)
+every program, NATS-made ones included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +45,7 @@ from autellix.client import Client
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 KEY_A = "key-of-tenant-a-0123456789"
 KEY_B = "key-of-tenant-b-0123456789"
+KEY_OPS = "key-of-the-operators-0123456789"
 AUTH_A = {"Authorization": f"Bearer {KEY_A}"}
 AUTH_B = {"Authorization": f"Bearer {KEY_B}"}
 PER_TENANT = 3  # --max-unfinished-calls-per-tenant
@@ -56,11 +62,12 @@ async def stack(
     new_stack: Callable[[], Stack], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
     keys = tmp_path_factory.mktemp("keys") / "api-keys.txt"
-    keys.write_text(f"# two tenants\n{KEY_A} tenant-a\n\n{KEY_B} tenant-b\n")
+    keys.write_text(f"# two tenants\n{KEY_A} tenant-a\n\n{KEY_B} tenant-b\n{KEY_OPS} ops\n")
     s = new_stack()
     s.start_frontend(
         "--http-call-timeout", "30", "--api-key-file", str(keys),
         "--max-unfinished-calls-per-tenant", str(PER_TENANT), http=True,
+        env={"AUTELLIX_UI_ADMIN_TENANTS": "ops", "AUTELLIX_UI_POLL_S": "0.2"},
     )  # fmt: skip
     s.start("scheduler", "scheduler")
     s.start_engine("keys-e1", "--token-latency", "0.01")
@@ -297,3 +304,53 @@ def test_generated_requests_with_a_key_get_documented_answers(stack: Stack, oper
 
     check()
     assert stack.group.running() == stack.group.names
+
+
+# --------------------------------------------------------------------------- the dashboard
+
+
+async def _dashboard(h: httpx.AsyncClient, key: str, want: set[str]) -> dict[str, Any]:
+    """The newest snapshot `key` may see, once it holds the programs in `want` (or the last one
+    read after 10 s: the assertions then say what is missing)."""
+    snap: dict[str, Any] = {}
+    for _ in range(50):
+        r = await h.get("/ui/api/snapshot", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        snap = r.json()
+        if want <= {p["id"] for p in snap["programs"]}:
+            break
+        await asyncio.sleep(0.2)
+    return snap
+
+
+async def test_the_dashboard_shows_a_tenant_only_its_own_programs(stack: Stack) -> None:
+    pa, pb, pn = _pid(), _pid(), _pid()
+    async with httpx.AsyncClient(base_url=stack.http_url or "", timeout=60) as h:
+        for auth, pid in ((AUTH_A, pa), (AUTH_B, pb)):
+            r = await h.post("/v1/chat/completions", json={**CHAT, "program_id": pid}, headers=auth)
+            assert r.status_code == 200, r.text
+        async with Client(stack.settings.nats_url, namespace=stack.settings.namespace) as c:
+            async with c.program(pn) as prog:
+                await prog.call("over nats", max_tokens=2)
+
+        ops = await _dashboard(h, KEY_OPS, {pa, pb, pn})
+        seen = {p["id"]: p for p in ops["programs"]}
+        assert {pa, pb, pn} <= set(seen), sorted(seen)
+        assert (seen[pa]["tenant"], seen[pb]["tenant"], seen[pn]["tenant"]) == (
+            "tenant-a", "tenant-b", None,
+        )  # fmt: skip
+        assert ops["scope"] is None
+
+        mine = await _dashboard(h, KEY_A, {pa})
+        assert mine["scope"] == "tenant-a"
+        assert {p["tenant"] for p in mine["programs"]} == {"tenant-a"}
+        assert pa in {p["id"] for p in mine["programs"]}
+        assert {c["program_id"] for c in mine["calls"]} <= {p["id"] for p in mine["programs"]}
+        text = json.dumps(mine)
+        assert pb not in text and pn not in text  # not in programs, calls, paths or links
+        assert mine["engines"] and mine["engines"][0]["id"] == "keys-e1"  # the load stays
+
+        r = await h.get("/ui/api/session", headers=AUTH_B)
+        assert r.json()["scope"] == "tenant-b" and r.json()["tenant"] == "tenant-b"
+        r = await h.get("/ui/api/session", headers={"Authorization": f"Bearer {KEY_OPS}"})
+        assert r.json()["scope"] is None

@@ -131,12 +131,12 @@ async def _programs(c: Any, ids: list[str], limits: WindowLimits) -> list[dict[s
     rows = await c.fetch(
         """SELECT id, status, created_at, closed_at, last_call_at, last_finish_at, service,
                   total_service, attained, waiting_s, run_s, calls_total, calls_finished,
-                  prompt_tokens, completion_tokens, engine_affinity, meta
+                  prompt_tokens, completion_tokens, engine_affinity, meta, tenant
            FROM programs WHERE id = ANY($1::text[])
            UNION
            SELECT id, status, created_at, closed_at, last_call_at, last_finish_at, service,
                   total_service, attained, waiting_s, run_s, calls_total, calls_finished,
-                  prompt_tokens, completion_tokens, engine_affinity, meta
+                  prompt_tokens, completion_tokens, engine_affinity, meta, tenant
            FROM programs
            WHERE status = 'open' AND last_call_at > now() - make_interval(secs => $2)
            ORDER BY created_at DESC LIMIT $3""",
