@@ -166,7 +166,9 @@ async def test_dashboard_shows_engines_programs_preemptions_and_a_call_graph(
         await page.wait_for("document.getElementById('conn').textContent === 'live'")
         assert await _js(page, "location.pathname") == "/ui/"
         assert await _js(page, "document.cookie") == "", "the session cookie is HttpOnly"
-        await page.wait_for("document.getElementById('who').textContent === 'tenant default'")
+        await page.wait_for(
+            "document.getElementById('who').textContent === 'tenant default · all tenants'"
+        )
         assert await _js(page, "document.getElementById('logout').hidden") is False
         agent = await _workload(wire)
         calls = await db_fetch(db, "SELECT * FROM calls ORDER BY id")

@@ -65,7 +65,8 @@ async function session() {
   const who = await resp.json();
   if (who.auth) {
     const node = document.getElementById("who");
-    node.textContent = `tenant ${who.tenant}`;
+    // what the snapshots hold: every tenant's programs (an admin tenant) or only its own
+    node.textContent = `tenant ${who.tenant} · ${who.scope === null ? "all tenants" : "own programs"}`;
     node.hidden = false;
     document.getElementById("logout").hidden = who.via !== "cookie";
   }
