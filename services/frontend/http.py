@@ -39,7 +39,8 @@ program's trace (see `autellix.runtime.telemetry`). Each request is one `chat <m
 `autellix.accept`, whose context travels on to the scheduler and the engine.
 
 Modules: this one is the ASGI app (routes, OpenAPI); `http_sse.py` streams answers as server-sent
-events; `http_body_limit.py` caps request bodies; `http_requests.py` turns request bodies into
+events; `http_body_limit.py` caps request bodies; `http_outage.py` answers 503 `unavailable`
+for a route that met a Postgres outage; `http_requests.py` turns request bodies into
 protocol calls, `http_calls.py` runs them and turns answers back; `http_errors.py` is the error
 shape; `http_server.py` serves the app in the frontend process.
 """
@@ -74,6 +75,7 @@ from autellix.services.frontend.http_calls import (
 from autellix.services.frontend.http_errors import ApiError, program_not_found, request_tenant
 from autellix.services.frontend.http_fanout import fan_out
 from autellix.services.frontend.http_logprobs import completion_logprobs
+from autellix.services.frontend.http_outage import OutageAnswers
 from autellix.services.frontend.http_requests import build_call, output_plan
 from autellix.services.frontend.http_sse import (
     CLIENT_GONE,
@@ -138,6 +140,9 @@ def create_app(gateway: Any) -> Any:
         docs_url="/docs",
         redoc_url=None,
     )
+
+    if gateway is not None:
+        app.add_middleware(OutageAnswers, log=gateway.log)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Any:

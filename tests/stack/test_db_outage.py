@@ -132,9 +132,14 @@ async def test_outage_refuses_unavailable_and_recovers(
         body = {"model": "simulated", "prompt": "http during", "max_tokens": 3}
         async with httpx.AsyncClient(base_url=stack.http_url or "", timeout=30) as h:
             r = await h.post("/v1/completions", json=body)
-        assert r.status_code == 503, r.text
-        assert r.json()["error"]["code"] == "unavailable"
-        assert int(r.headers["retry-after"]) >= 1
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "unavailable"
+            assert int(r.headers["retry-after"]) >= 1
+            # a route that is not a call: opening a program (OpenAI's error shape, not a bare 500)
+            r = await h.post("/v1/programs", json={})
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "unavailable", r.text
+            assert int(r.headers["retry-after"]) >= 1
     finally:
         proxy.restore()
     await _served(stack, wire, "after")
