@@ -15,11 +15,14 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from pydantic import TypeAdapter
+
 from autellix.backends.textout import OutputText
 from autellix.policy import ServiceUnits
 from autellix.wire.protocol import Dispatch, TokenLogprob
 
 _seq = itertools.count()
+LOGPROBS_JSON: TypeAdapter[list[TokenLogprob]] = TypeAdapter(list[TokenLogprob])
 
 # Backend priorities are `level * _LEVEL_SPAN + tiebreak in ms`: tiebreaks (epoch seconds or
 # service units) stay below 10**12 ms for centuries, levels below ~9,000 fit in an int64.
@@ -70,8 +73,9 @@ class EngineCall:
     reported: float = -1.0  # service in the last ServiceReport
     preempted_by: str | None = None  # the call a pending preemption makes room for
     out: OutputText | None = None  # its output text and stop strings (runner: `_text`)
-    #: per-token log-probabilities of tokens[logprobs_from:] when the call asked for them; the
-    #: tokens a resumed dispatch brings (another engine generated them) have none here
+    #: per-token log-probabilities of tokens[logprobs_from:] when the call asked for them; a
+    #: resumed dispatch brings the earlier engine's saved ones (`resume_logprobs`), or none
+    #: (then logprobs_from is where this engine's own begin)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     logprobs_from: int = 0
 
@@ -79,7 +83,11 @@ class EngineCall:
         self.tokens = list(self.dispatch.resume_token_ids)
         self.sent = len(self.tokens)
         self.saved = len(self.tokens)
-        self.logprobs_from = len(self.tokens)
+        brought = self.dispatch.resume_logprobs
+        if brought is not None and len(brought) == len(self.tokens):
+            self.logprobs, self.logprobs_from = list(brought), 0
+        else:
+            self.logprobs_from = len(self.tokens)
         self.tiebreak = self.dispatch.tiebreak
         self.run_s = self.dispatch.resume_run_s
         self.control_seq = self.dispatch.control_seq  # Controls up to it are in the Dispatch
@@ -91,6 +99,25 @@ class EngineCall:
             return None
         lo = max(start, self.logprobs_from) - self.logprobs_from
         return self.logprobs[lo : max(lo, end - self.logprobs_from)]
+
+    def saved_logprobs(self, upto: int) -> str | None:
+        """The logprobs of tokens[:upto] as compact JSON for the call's row (None: not asked, or
+        not known for every one of them: a row must never hold a list with a hole)."""
+        if self.dispatch.request.sampling.logprobs is None or self.logprobs_from > 0:
+            return None
+        if len(self.logprobs) < upto:
+            return None
+        return LOGPROBS_JSON.dump_json(self.logprobs[:upto]).decode()
+
+    def progress(self) -> tuple[str, int, list[int], str | None]:
+        """What a progress save writes for it: (call_id, attempt, tokens streamed, their
+        logprobs as JSON or None)."""
+        return (
+            self.call_id,
+            self.attempts,
+            self.tokens[: self.sent],
+            self.saved_logprobs(self.sent),
+        )
 
     @property
     def key(self) -> tuple[float, float, int]:

@@ -49,6 +49,7 @@ class Finishing(RunnerState):
             output_token_ids=call.tokens,
             started_ago_s=started_ago,
             output_text=text,
+            output_logprobs=call.saved_logprobs(len(call.tokens)),
         )
         self._unconfirmed.discard(call.call_id)
         if row is None:

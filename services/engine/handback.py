@@ -28,9 +28,7 @@ class HandBack(RunnerState):
         rows = []
         for c in calls:
             if c.state == "running" and c.sent > c.saved:
-                await save_progress(
-                    self.pool, self.engine_id, [(c.call_id, c.attempts, c.tokens[: c.sent])]
-                )
+                await save_progress(self.pool, self.engine_id, [c.progress()])
             row = await self._db(
                 requeue_call,
                 self.pool,

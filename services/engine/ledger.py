@@ -136,11 +136,11 @@ class Ledger(RunnerState):
     async def save_progress_and_check(self) -> None:
         """Persist streamed tokens of running calls; drop calls this engine no longer owns."""
         calls = [c for c in list(self.running) if c.state == "running" and c.sent > c.saved]
-        items = [(c.call_id, c.attempts, c.tokens[: c.sent]) for c in calls]
+        items = [c.progress() for c in calls]
         if items:
             await save_progress(self.pool, self.engine_id, items)
             # what was written, not what has been sent since (the save took a round trip)
-            for c, (_, _, toks) in zip(calls, items, strict=True):
+            for c, (_, _, toks, _) in zip(calls, items, strict=True):
                 c.saved = max(c.saved, len(toks))
         now = time.monotonic()
         mine = [c for c in self.calls.values() if now - c.arrived > 2.0 and c.state != "done"]

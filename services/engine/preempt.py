@@ -44,6 +44,7 @@ class Preemption(RunnerState):
             mark_preempted,
             call,
             output_token_ids=call.tokens[: call.sent],
+            output_logprobs=call.saved_logprobs(call.sent),
             level=level,
             reason=detail,
             service=call.service,

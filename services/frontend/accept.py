@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
+from pydantic import TypeAdapter
 
 from autellix.runtime.service import CrashPoint
 from autellix.services.frontend.admission import Admission
@@ -76,6 +77,7 @@ from autellix.wire.protocol import (
     ScheduleCall,
     Subjects,
     Timing,
+    TokenLogprob,
     Usage,
     encode,
     too_large_for_bus,
@@ -228,6 +230,21 @@ async def _schedule(
     return True
 
 
+_LOGPROBS: TypeAdapter[list[TokenLogprob]] = TypeAdapter(list[TokenLogprob])
+
+
+def stored_logprobs(record: dict[str, Any], start: int = 0) -> list[TokenLogprob] | None:
+    """The row's logprobs of its stored tokens from `start` on (None: the call did not ask,
+    or they are not known for every token: never a list with a hole)."""
+    raw = record.get("output_logprobs")
+    if raw is None:
+        return None
+    entries = _LOGPROBS.validate_python(raw)
+    if len(entries) != len(record.get("output_token_ids") or []):
+        return None
+    return entries[start:]
+
+
 def stored_result(record: dict[str, Any]) -> CallFinal | CallError:
     """The answer a terminal call already gave, rebuilt from its row (for duplicates)."""
     if record["status"] != "finished":
@@ -264,6 +281,7 @@ def stored_result(record: dict[str, Any]) -> CallFinal | CallError:
         ),
         preemptions=record.get("preemptions") or 0,
         level=record.get("level") or 0,
+        logprobs=stored_logprobs(record),
     )
 
 

@@ -13,7 +13,7 @@ call id from one program from being read through another.
 
 from __future__ import annotations
 
-from autellix.services.frontend.accept import FrontendContext, stored_result
+from autellix.services.frontend.accept import FrontendContext, stored_logprobs, stored_result
 from autellix.store.resume import resume_record
 from autellix.store.states import TERMINAL
 from autellix.wire.protocol import CallError, CallFinal, CallResume, CallResumeReply
@@ -33,12 +33,15 @@ async def resume_call(ctx: FrontendContext, req: CallResume) -> CallResumeReply:
         status=record["status"],
         offset=req.offset,
         token_ids=tokens[req.offset :],
+        logprobs=stored_logprobs(record, req.offset),
     )
     if record["status"] not in TERMINAL:
         return reply
     answer = stored_result(record)
     if isinstance(answer, CallFinal):
-        # its tokens are the caller's first `offset` and `token_ids`: not sent twice
-        return reply.model_copy(update={"final": answer.model_copy(update={"token_ids": None})})
+        # its tokens (and their logprobs) are the caller's first `offset` and `token_ids`
+        # (`logprobs`): not sent twice, so the reply stays within the size the door checked
+        slim = {"token_ids": None, "logprobs": None}
+        return reply.model_copy(update={"final": answer.model_copy(update=slim)})
     assert isinstance(answer, CallError)
     return reply.model_copy(update={"error": answer})

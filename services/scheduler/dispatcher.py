@@ -453,7 +453,10 @@ def dispatch_payload(
         "control_seq": call.control_seq,
     }
     head = _JSON.encode(fields)
-    return b"".join((head[:-1], b',"request":', call.request_json.encode(), b"}"))
+    # the stored logprobs of the resumed tokens (compact JSON, as the engine wrote them)
+    lps = call.logprobs_json if resumed and call.logprobs_json else None
+    tail = (b',"resume_logprobs":', lps.encode()) if lps else ()
+    return b"".join((head[:-1], *tail, b',"request":', call.request_json.encode(), b"}"))
 
 
 _delivered = bus.delivered

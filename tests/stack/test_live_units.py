@@ -86,6 +86,66 @@ def test_dispatch_payload_is_the_protocol_encoding() -> None:
     assert passthrough_trace(None) == {}
 
 
+def test_a_resumed_dispatch_carries_the_saved_logprobs_and_the_engine_keeps_them() -> None:
+    """A moved call that asked for logprobs: the scheduler splices the row's logprobs (as the
+    engine wrote them) into the Dispatch, the next engine starts from them, and its answer and
+    its own progress saves hold one entry per token. Saved logprobs that do not cover every
+    resumed token are not used (a list with a hole would misalign the answer)."""
+    from autellix.services.engine.call import LOGPROBS_JSON, EngineCall
+    from autellix.wire.protocol import TokenLogprob, TopLogprob
+
+    def entry(tid: int) -> TokenLogprob:
+        top = TopLogprob(token_id=tid, token=f"t{tid}", logprob=-0.5, bytes=list(b"t"))
+        return TokenLogprob(**top.model_dump(), top_logprobs=[top])
+
+    req = CallRequest(
+        program_id="p",
+        prompt_token_ids=[1, 2, 3],
+        sampling=SamplingParams(max_tokens=9, logprobs=1),
+    )
+    saved = LOGPROBS_JSON.dump_json([entry(5), entry(6)]).decode()
+    call = _row(
+        request_json=req.model_dump_json(exclude_none=True),
+        output_token_ids=[5, 6],
+        logprobs_json=saved,
+        attempts=1,
+    )
+    payload = dispatch_payload(call, attempt=1, level=0, priority=0.0, tiebreak=NOW, trace={})
+    d = Dispatch.model_validate_json(payload)
+    assert d.resume_token_ids == [5, 6] and d.resume_logprobs == [entry(5), entry(6)]
+    ec = EngineCall(d, level=0)
+    ec.tokens.append(7)
+    ec.logprobs.append(entry(7))
+    ec.sent = 3
+    assert ec.logprobs_of(0, 3) == [entry(5), entry(6), entry(7)]
+    assert ec.logprobs_of(2, 3) == [entry(7)]  # a delta carries only its own tokens' entries
+    cid, att, toks, lps = ec.progress()
+    assert (cid, att, toks) == (call.id, ec.attempts, [5, 6, 7])
+    assert LOGPROBS_JSON.validate_json(lps or "") == [entry(5), entry(6), entry(7)]
+    # a first attempt (no resume) carries none; a call that did not ask never has any
+    fresh = dispatch_payload(
+        replace(call, output_token_ids=None),
+        attempt=1,
+        level=0,
+        priority=0.0,
+        tiebreak=NOW,
+        trace={},
+    )
+    assert Dispatch.model_validate_json(fresh).resume_logprobs is None
+    plain = _row(output_token_ids=[5, 6], attempts=1)
+    pd = Dispatch.model_validate_json(
+        dispatch_payload(plain, attempt=1, level=0, priority=0.0, tiebreak=NOW, trace={})
+    )
+    assert pd.resume_logprobs is None and EngineCall(pd, level=0).progress()[3] is None
+    # saved logprobs for fewer tokens than resumed: this engine's own start later, none saved
+    short = d.model_copy(update={"resume_logprobs": [entry(5)]})
+    sc = EngineCall(short, level=0)
+    sc.tokens.append(7)
+    sc.logprobs.append(entry(7))
+    sc.sent = 3
+    assert sc.logprobs_of(0, 3) == [entry(7)] and sc.progress()[3] is None
+
+
 @pytest.mark.parametrize("name", ["plas", "plas-np", "atlas", "atlas-exact", "mlfq", "fcfs"])
 def test_decide_uses_the_policy_core(name: str) -> None:
     live = LivePolicy.build(name)

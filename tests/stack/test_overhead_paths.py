@@ -142,16 +142,16 @@ async def test_progress_saves_never_go_backwards(db: str) -> None:
         cid = await _dispatched_call(pool, "ovh-progress")
         assert await mark_running_many(pool, ENGINE, [(cid, 1, 3, 0.0)]) == {cid}
         newer, older = list(range(706)), list(range(496))
-        await save_progress(pool, ENGINE, [(cid, 1, newer)])
-        await save_progress(pool, ENGINE, [(cid, 1, older)])  # the stale one commits last
+        await save_progress(pool, ENGINE, [(cid, 1, newer, None)])
+        await save_progress(pool, ENGINE, [(cid, 1, older, None)])  # the stale one commits last
         row = await pool.fetchrow(
             "SELECT output_token_ids, completion_tokens FROM calls WHERE id = $1", cid
         )
         assert row["output_token_ids"] == newer and row["completion_tokens"] == 706
-        await save_progress(pool, ENGINE, [(cid, 1, [*newer, 1, 2])])  # growing still saves
+        await save_progress(pool, ENGINE, [(cid, 1, [*newer, 1, 2], None)])  # growing still saves
         n = await pool.fetchval("SELECT completion_tokens FROM calls WHERE id = $1", cid)
         assert n == 708
-        await save_progress(pool, "other-engine", [(cid, 1, list(range(900)))])  # not its own
+        await save_progress(pool, "other-engine", [(cid, 1, list(range(900)), None)])  # not its own
         n = await pool.fetchval("SELECT completion_tokens FROM calls WHERE id = $1", cid)
         assert n == 708
     finally:

@@ -24,6 +24,7 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
+from pydantic import TypeAdapter
 from svc_stack import Stack, WireCall, WireRecorder, db_fetch
 
 from autellix.client import CallFailed, Client
@@ -39,13 +40,16 @@ from autellix.wire.protocol import (
     ErrorCode,
     SamplingParams,
     TokenDelta,
+    TokenLogprob,
     encode,
 )
+
+LOGPROBS: TypeAdapter[list[TokenLogprob]] = TypeAdapter(list[TokenLogprob])
 
 pytestmark = pytest.mark.vllm
 
 ENGINE = "vllm-e1"
-FALLBACK = "sim-fallback"
+FALLBACK = "vllm-e2"  # the kill test's second vLLM engine
 BATCH = 2
 MAX_LEN = 2048  # room for victims long enough to outlast the preemption test's set-up
 VOCAB = 4096  # dummy:tiny
@@ -67,8 +71,20 @@ def _ids(rng: random.Random, n: int) -> list[int]:
     return [rng.randrange(20, VOCAB) for _ in range(n)]
 
 
-def _greedy(max_tokens: int) -> SamplingParams:
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+def _greedy(max_tokens: int, logprobs: int | None = None) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=logprobs
+    )
+
+
+def _streamed_logprobs(call: WireCall) -> list[TokenLogprob]:
+    """The logprobs a streamed call's deltas brought: one entry per token of each delta."""
+    out: list[TokenLogprob] = []
+    for d in _deltas(call):
+        assert d.logprobs is not None and len(d.logprobs) == len(d.token_ids), d.offset
+        assert [e.token_id for e in d.logprobs] == d.token_ids
+        out.extend(d.logprobs)
+    return out
 
 
 class TimedRecorder(WireRecorder):
@@ -340,7 +356,9 @@ async def _two_running_victims(
     # back to back: their order of arrival does not matter, the ranks below decide the victim
     victims = [
         await wire.submit(
-            _request(f"e2e-bulk{attempt}", f"v{i}", prompt_token_ids=pr, sampling=_greedy(n_victim))
+            _request(
+                f"e2e-bulk{attempt}", f"v{i}", prompt_token_ids=pr, sampling=_greedy(n_victim, 1)
+            )
         )
         for i, pr in enumerate(prompts)
     ]
@@ -422,11 +440,19 @@ async def test_top_level_call_preempts_at_full_batch_and_victim_resumes(
         f" (top call ran {top_run * 1000:.0f} ms)"
     )
     assert stall < 5.0
-    # exactness: an uninterrupted greedy run of the victim's prompt gives the same tokens
+    # exactness: an uninterrupted greedy run of the victim's prompt gives the same tokens, and
+    # the same logprobs (the resumed segment's come from vLLM's prefix-cached continuation)
     ref = await wire.run(
-        _request("e2e-ref", prompt_token_ids=prompts[1], sampling=_greedy(n_victim)), 120
+        _request("e2e-ref", prompt_token_ids=prompts[1], sampling=_greedy(n_victim, 1)), 120
     )
     assert ref.final.token_ids == finals[1].token_ids
+    got, want = _streamed_logprobs(victim), _streamed_logprobs(ref)
+    assert len(got) == len(want) == n_victim
+    assert [e.token_id for e in got] == [e.token_id for e in want]
+    assert all(len(e.top_logprobs) == 1 and e.logprob <= 0.0 for e in got)
+    worst = max(abs(a.logprob - b.logprob) for a, b in zip(got, want, strict=True))
+    print(f"largest logprob difference, preempted vs uninterrupted: {worst:.2e}")
+    assert worst < 0.05
 
 
 # --------------------------------------------------------------------------- errors
@@ -509,23 +535,48 @@ async def test_model_that_fails_to_load_exits_non_zero_with_a_clear_message(
 async def test_engine_core_killed_mid_call_calls_complete_elsewhere(
     wire: TimedRecorder, stack: Stack, module_settings: Settings
 ) -> None:
-    """vLLM's engine core dies while two calls stream: the engine service hands them back with
-    their progress (no reaper delay), says draining and exits non-zero; nothing of it is left
-    running. The calls wait (queued, not failed) until an engine appears -- a SIMULATED one here --
-    which resumes them where the callers' streams stopped: exactly max_tokens tokens each and no
-    gap in any stream."""
+    """vLLM's engine core dies while two calls run (one streamed, one not and asking for
+    logprobs): the engine service hands them back with their progress (no reaper delay), says
+    draining and exits non-zero; nothing of it is left running. The calls wait (queued, not
+    failed) until another vLLM engine appears, which resumes them where they stopped: exactly
+    max_tokens tokens each, no gap in the stream, and the non-streamed answer holds one logprob
+    entry per token, the dead engine's saved ones first, unchanged."""
     import psutil
 
     rng = random.Random(5)
     n = MAX_LEN - 148  # as long as the model allows: the core must die before it is done
-    calls = [
-        await wire.submit(
-            _request("e2e-kill", f"t{i}", prompt_token_ids=_ids(rng, 100), sampling=_greedy(n))
+    streamed = await wire.submit(
+        _request("e2e-kill", "t0", prompt_token_ids=_ids(rng, 100), sampling=_greedy(n))
+    )
+    whole = await wire.submit(
+        _request(
+            "e2e-kill",
+            "t1",
+            prompt_token_ids=_ids(rng, 100),
+            sampling=_greedy(n, 0),  # the sampled token's only: 1,900 entries fit the bus limit
+            stream=False,
         )
-        for i in range(2)
-    ]
-    for c in calls:
-        await _wait_tokens(c, 20)
+    )
+    calls = [streamed, whole]
+    await _wait_tokens(streamed, 20)
+
+    async def saved_logprobs() -> tuple[list[int], list[TokenLogprob] | None]:
+        rows = await db_fetch(
+            module_settings.database_url,
+            "SELECT output_token_ids, output_logprobs::text AS lps FROM calls WHERE id = $1",
+            whole.call_id,
+        )
+        if not rows:  # not accepted yet
+            return [], None
+        row = rows[0]
+        lps = None if row["lps"] is None else LOGPROBS.validate_json(row["lps"])
+        return list(row["output_token_ids"] or []), lps
+
+    deadline = time.monotonic() + 60
+    while len((await saved_logprobs())[0]) < 20:  # its progress (and logprobs) saved
+        assert not whole.done.is_set(), f"call ended early: {whole.messages[-1]}"
+        assert time.monotonic() < deadline, "the logprobs call saved no progress in time"
+        await asyncio.sleep(0.1)
     engine = psutil.Process(stack.group[ENGINE].pgid)
     family = engine.children(recursive=True)
     cores = [p for p in family if "EngineCore" in " ".join([p.name(), *p.cmdline()])]
@@ -557,10 +608,29 @@ async def test_engine_core_killed_mid_call_calls_complete_elsewhere(
     assert [r["engine"] for r in rows] == ["down", "down"]
     assert all(r["status"] in ("queued", "dispatched") for r in rows), rows
     assert not any(c.done.is_set() for c in calls), "a call was answered by a dead engine"
-    # a new engine takes them over
-    stack.start(FALLBACK, "engine", "--engine-id", FALLBACK, "--token-latency", "0.002")
-    await stack.wait_ready(FALLBACK)
-    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in calls)), 120)
-    for c in calls:
-        final = _assert_uninterrupted(c, n)
-        assert final.engine.engine_id == FALLBACK and final.engine.backend == "sim"
+    tokens_before, lps_before = await saved_logprobs()  # as the hand-back left them
+    assert lps_before is not None and len(lps_before) == len(tokens_before) >= 20
+    assert [e.token_id for e in lps_before] == tokens_before
+    # a new vLLM engine takes them over
+    stack.start(
+        FALLBACK,
+        "engine",
+        "--engine-id",
+        FALLBACK,
+        *ENGINE_ARGS,
+        "--opt",
+        f"model_dir={stack.log_dir.parent / 'models'}",
+        stop_timeout=60.0,
+        env={"TMPDIR": str(stack.log_dir.parent / "tmp")},
+    )
+    await stack.wait_ready(FALLBACK, wait_s=300.0)
+    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in calls)), 180)
+    final = _assert_uninterrupted(streamed, n)
+    assert final.engine.engine_id == FALLBACK and final.engine.backend == "vllm"
+    moved = whole.final
+    assert moved.engine.engine_id == FALLBACK and len(moved.token_ids or []) == n
+    assert moved.token_ids[: len(tokens_before)] == tokens_before
+    assert moved.logprobs is not None and len(moved.logprobs) == n, "logprobs lost in the move"
+    assert [e.token_id for e in moved.logprobs] == moved.token_ids
+    assert moved.logprobs[: len(lps_before)] == lps_before  # the dead engine's, unchanged
+    assert all(e.logprob <= 0.0 and not e.top_logprobs for e in moved.logprobs)

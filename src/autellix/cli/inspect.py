@@ -116,7 +116,11 @@ def explain(
             typer.echo(f"no call {call_id!r}", err=True)
         raise typer.Exit(1)
     if as_json:
-        slim = {k: v for k, v in record.items() if k not in ("request", "output_token_ids")}
+        slim = {
+            k: v
+            for k, v in record.items()
+            if k not in ("request", "output_token_ids", "output_logprobs")
+        }
         typer.echo(json.dumps(_jsonable({"call": slim, "events": events}), indent=2))
         return
     from rich.console import Console

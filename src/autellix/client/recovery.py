@@ -66,7 +66,14 @@ def fold_resume(
     call_id = reply.call_id or stream.call_id or ""
     new: list[TokenDelta] = []
     if reply.token_ids:
-        stored = TokenDelta(call_id=call_id, offset=reply.offset, token_ids=reply.token_ids)
+        lps = (
+            reply.logprobs
+            if reply.logprobs and len(reply.logprobs) == len(reply.token_ids)
+            else None
+        )
+        stored = TokenDelta(
+            call_id=call_id, offset=reply.offset, token_ids=reply.token_ids, logprobs=lps
+        )
         new = stream.deltas(stored)
     return new, reply.final or reply.error
 

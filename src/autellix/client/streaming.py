@@ -132,8 +132,8 @@ class CallStream:
 
 
 def _aligned(logprobs: list[TokenLogprob] | None, tokens: list[int]) -> list[TokenLogprob] | None:
-    """The logprobs when there is one per token, else None: a non-streamed call moved to another
-    engine (engine lost, handed back) has none for the tokens the first engine generated."""
+    """The logprobs when there is one per token, else None: a call moved to another engine
+    whose earlier tokens were saved without theirs (a row from an older version) has a hole."""
     if logprobs is None or len(logprobs) != len(tokens):
         return None
     return logprobs

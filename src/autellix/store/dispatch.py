@@ -58,6 +58,7 @@ class CallRow:
     now_s: float = 0.0  # the database clock when loaded (one clock for every replica)
     prompt_ids_len: int | None = None  # prompt_token_ids given: how many
     prompt_chars: int = 0  # else: characters of the text prompt or of the messages' contents
+    logprobs_json: str | None = None  # output_logprobs as written (0005), for a resume
 
 
 _LOAD_CALLS = """
@@ -79,7 +80,8 @@ _LOAD_CALLS = """
                     CASE WHEN jsonb_typeof(c.request -> 'messages') = 'array'
                          THEN (SELECT sum(length(m ->> 'content'))
                                FROM jsonb_array_elements(c.request -> 'messages') m) END,
-                    0)::int AS prompt_chars
+                    0)::int AS prompt_chars,
+           c.output_logprobs::text AS logprobs_json
     FROM calls c JOIN programs p ON p.id = c.program_id
     LEFT JOIN LATERAL (
         SELECT array_agg(pc.priority) AS base, array_agg(pc.service) AS service FROM calls pc

@@ -51,6 +51,7 @@ async def finish_call(
     output_token_ids: list[int] | None,
     started_ago_s: float | None = None,
     output_text: str | None = None,
+    output_logprobs: str | None = None,
 ) -> FinishedRow | None:
     """The one transition that answers a call: finished, program/thread totals, event.
 
@@ -81,6 +82,7 @@ async def finish_call(
                    completion_tokens = $5, cached_tokens = $6, service = $7,
                    run_s = GREATEST($8, COALESCE(calls.run_s, 0)),
                    finish_reason = $9, output_token_ids = $10, output_text = $12,
+                   output_logprobs = $13::text::json,
                    started_at = COALESCE(started_at,
                                          now() - make_interval(secs => COALESCE($11::float8, 0))),
                    queue_s = GREATEST(0, EXTRACT(EPOCH FROM COALESCE(
@@ -132,6 +134,7 @@ async def finish_call(
         output_token_ids,
         None if started_ago_s is None else max(0.0, float(started_ago_s)),
         output_text,
+        output_logprobs,
     )
     return FinishedRow(**dict(row)) if row else None
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -134,6 +135,9 @@ class Call(Base):
     output_token_ids: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     # a finished call's output text as its final carried it (0003): answers rebuilt from the row
     output_text: Mapped[str | None] = mapped_column(Text)
+    # per-token logprobs of output_token_ids, as compact JSON text (0005; `json` keeps it as
+    # written): a moved call's earlier logprobs, which the next engine cannot compute again
+    output_logprobs: Mapped[Any] = mapped_column(JSON, nullable=True)
     # live scheduling (0002). `priority` is the base the call was issued with (ATLAS accounting);
     # its rank value is `rank_base + service` (rank_base = priority until an anti-starvation
     # promotion restarts it at -service); `tiebreak` orders it inside its level; `aged` = sticky

@@ -80,6 +80,7 @@ async def mark_preempted(
     service: float | None = None,
     run_s: float | None = None,
     other_call_id: str | None = None,
+    output_logprobs: str | None = None,
 ) -> bool:
     """running → preempted with the tokens streamed so far (it resumes from them), its run
     time, and a `preempt` event naming the call it made room for. `level` is the engine's level
@@ -90,6 +91,7 @@ async def mark_preempted(
         """WITH upd AS (
                UPDATE calls SET status = 'preempted', preemptions = preemptions + 1,
                                 output_token_ids = $4, completion_tokens = cardinality($4::int[]),
+                                output_logprobs = $10::text::json,
                                 run_s = GREATEST(COALESCE(run_s, 0), COALESCE($8, 0))
                WHERE id = $1 AND attempts = $2 AND engine_id = $3 AND status = 'running'
                RETURNING id, rank_base + GREATEST(service, COALESCE($7, service)) AS value),
@@ -107,15 +109,17 @@ async def mark_preempted(
         service,
         run_s,
         other_call_id,
+        output_logprobs,
     )
     return got is not None
 
 
 async def save_progress(
-    conn: Conn, engine_id: str, items: Sequence[tuple[str, int, list[int]]]
+    conn: Conn, engine_id: str, items: Sequence[tuple[str, int, list[int], str | None]]
 ) -> None:
-    """Persist tokens generated so far for running calls (call_id, attempts, token_ids), so a
-    call re-dispatched after its engine is lost resumes instead of starting over.
+    """Persist tokens generated so far for running calls (call_id, attempts, token_ids, their
+    logprobs as JSON text or None), so a call re-dispatched after its engine is lost resumes
+    instead of starting over, with its earlier logprobs when it asked for them.
 
     Never backwards: an attempt's output only grows, but two saves of one call can be in flight
     on two connections at once (the periodic save and the hand-back's final one when a backend
@@ -124,13 +128,17 @@ async def save_progress(
     if not items:
         return
     await conn.executemany(
-        """UPDATE calls SET output_token_ids = $3, completion_tokens = cardinality($3::int[])
+        """UPDATE calls SET output_token_ids = $3, completion_tokens = cardinality($3::int[]),
+                            output_logprobs = $5::text::json
            WHERE id = $1 AND attempts = $2 AND engine_id = $4 AND status = 'running'
              AND coalesce(cardinality(output_token_ids), 0) <= cardinality($3::int[])""",
         # in call-id order, the order every multi-call statement locks call rows in (see
         # `fold_progress`): in any other order, this transaction and a scheduler's fold of the
         # same calls each held a row the other wanted (measured: DeadlockDetectedError)
-        [(cid, att, toks, engine_id) for cid, att, toks in sorted(items, key=lambda i: i[0])],
+        [
+            (cid, att, toks, engine_id, lps)
+            for cid, att, toks, lps in sorted(items, key=lambda i: i[0])
+        ],
     )
 
 

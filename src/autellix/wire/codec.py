@@ -121,8 +121,9 @@ def parse_call_request(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> CallReque
 
 def delivery_size(request: CallRequest, request_json: str | None = None) -> int:
     """The most bytes any message carrying this call can take on the bus: its Dispatch (the
-    request plus envelope plus, after a move, every token already streamed) or its CallFinal
-    (every token id; with logprobs, 1 + top_logprobs entries per token). A call whose size
+    request plus envelope plus, after a move, every token already streamed and, with
+    logprobs, theirs) or its CallFinal (every token id; with logprobs, 1 + top_logprobs entries
+    per token). A call whose size
     exceeds the bus's max_payload could be accepted but never delivered, so the frontend
     refuses it up front (`message_too_large`)."""
     text = request_json or request.model_dump_json(exclude_none=True)

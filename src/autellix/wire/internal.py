@@ -12,6 +12,7 @@ from pydantic import Field
 from autellix.wire.base import (
     _Extensible,
 )
+from autellix.wire.replies import TokenLogprob
 from autellix.wire.requests import (
     CallRequest,
     PgInt,
@@ -50,6 +51,11 @@ class Dispatch(_Extensible):
     request: CallRequest
     resume_token_ids: list[TokenId] = Field(
         default_factory=list, description="tokens already streamed (continuation after a restart)"
+    )
+    resume_logprobs: list[TokenLogprob] | None = Field(
+        default=None,
+        description="logprobs of resume_token_ids, one per token, when the call asked for them "
+        "and its earlier engine saved them",
     )
     accepted_at: datetime
     trace: dict[str, str] = Field(default_factory=dict)

@@ -169,10 +169,11 @@ class CallResumeReply(_Extensible):
     """Answer to `CallResume`. `status`: the call's state (`queued`, `dispatched`, `running`,
     `preempted`, `finished`, `failed`, or `unknown`: no such call in that program). `token_ids`
     are the stored completion tokens from `offset` on: all of them once the call has ended, the
-    ones its engine has saved so far (about once a second) while it runs. An ended call also
-    carries its answer: `final` (finished; without `token_ids`: the completion is the caller's
-    first `offset` tokens, then `token_ids`) or `error` (failed, cancelled). A call not yet ended
-    goes on replying to the caller's inbox as before."""
+    ones its engine has saved so far (about once a second) while it runs, with their `logprobs`
+    when the call asked for them. An ended call also carries its answer: `final` (finished;
+    without `token_ids` and `logprobs`: the completion is the caller's first `offset` tokens,
+    then `token_ids`) or `error` (failed, cancelled). A call not yet ended goes on replying to
+    the caller's inbox as before."""
 
     type: Literal["resume"] = "resume"
     call_id: str | None = None
@@ -180,6 +181,11 @@ class CallResumeReply(_Extensible):
     status: str
     offset: int = 0
     token_ids: list[int] = Field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None,
+        description="one entry per token of token_ids, when the call asked for logprobs and "
+        "they are stored",
+    )
     final: CallFinal | None = None
     error: CallError | None = None
 
