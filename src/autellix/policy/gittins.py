@@ -42,8 +42,10 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from autellix.policy.mlfq import MLFQConfig
 
@@ -144,6 +146,8 @@ def index_at(
     always counts). Why: an empirical distribution is atomic, and without it a sample that ends
     1 token after a makes the index spike (serve 1 token, finish 1 of 60 programs); no
     scheduler re-decides that finely (a run is protected for `min_run_tokens`)."""
+    import numpy as np  # here, not at module import: engines import the policy but never this
+
     n = sizes.size
     if not n:
         return np.zeros(grid.size)
@@ -200,6 +204,8 @@ def build_curve(
         pw = cfg.prior_weight / len(cfg.prior_sizes)
         pts += [(s, pw * cfg.weight(s)) for s in cfg.prior_sizes]
     pts.sort()
+    import numpy as np  # see `index_at`
+
     sizes = np.array([p[0] for p in pts], dtype=float)
     weights = np.array([p[1] for p in pts], dtype=float)
     grid = attained_grid(cfg, float(sizes[-1]) if sizes.size else cfg.grid_first)

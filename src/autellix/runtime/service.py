@@ -89,7 +89,7 @@ def run_service(name: str, build: Builder, settings: Settings) -> None:
 
 
 async def _main(name: str, build: Builder, settings: Settings, log: Any) -> int:
-    from autellix.store.migrate import NotMigratedError, require_migrated
+    from autellix.store.schema_check import NotMigratedError, require_migrated
 
     assert settings.database_url is not None
     mark_ready(False)  # a file left by an earlier process in this container is not ours

@@ -23,17 +23,18 @@ import dataclasses
 import gc
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autellix.policy.balance import BalancerConfig, BalancerKind
 from autellix.policy.mlfq import MLFQConfig
 from autellix.policy.priority import ServiceUnits
 from autellix.policy.registry import PolicyConfig, get_policy
 from autellix.policy.registry import list_policies as _list_policies
-from autellix.sim.core import Simulator
 from autellix.sim.profile import EngineProfile, list_profiles, load_profile
 from autellix.sim.results import ProgramOutcome, SimRun
-from autellix.workloads.types import ProgramSpec
+
+if TYPE_CHECKING:
+    from autellix.workloads.types import ProgramSpec
 
 __all__ = [
     "EngineProfile",
@@ -57,6 +58,15 @@ _SIM_FIELDS = {
     "tenants",
     "tenant_weights",
 }
+
+
+def _simulator() -> Any:
+    """The `Simulator` class, imported on first use: the simulated engine backend imports
+    `autellix.sim.profile` (this package first), and a restarted engine should not pay for the
+    whole simulator and its workloads (numpy) before serving again."""
+    from autellix.sim.core import Simulator
+
+    return Simulator
 
 
 def list_policies() -> list[str]:
@@ -114,7 +124,7 @@ def simulate(
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        run = Simulator(
+        run = _simulator()(
             programs, cfg, prof, engines=engines, balancer=bal, seed=seed, **sim_opts
         ).run()
     finally:
