@@ -11,7 +11,9 @@ at all, so a thousand of them cost the machine little beyond what the control pl
 Heartbeats are the host's job, not each identity's: every `heartbeat_interval_s` each identity
 publishes its `EngineHeartbeat` on NATS and the host writes all their `engines` rows in one
 statement (`store.engines.engine_heartbeats`), so Postgres sees one heartbeat transaction per
-interval per process however many identities it holds.
+interval per process however many identities it holds. So are the identities' progress saves and
+service reports: one host loop each walks the identities (`_tick_loop`) instead of every
+identity waking on timers of its own.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class EngineHost:
         self.nc: Any = None
         self.pool: Any = None
         self._beat_task: asyncio.Task[None] | None = None
+        self._tick_tasks: list[asyncio.Task[None]] = []
 
     def ready_fields(self) -> dict[str, Any]:
         first = self.identities[0] if self.identities else None
@@ -85,6 +88,19 @@ class EngineHost:
         # schedulers' reaper while the last ones are still starting
         self._beat_task = asyncio.create_task(self._heartbeat_loop(), name="host-heartbeats")
         await self._each(lambda s: s.start())
+        self._tick_tasks = [
+            asyncio.create_task(
+                self._tick_loop(self.opts.progress_interval_s, "progress_tick"),
+                name="host-progress",
+            )
+        ]
+        if self.opts.report_interval_s > 0:
+            self._tick_tasks.append(
+                asyncio.create_task(
+                    self._tick_loop(self.opts.report_interval_s, "report_tick", busy_only=True),
+                    name="host-reports",
+                )
+            )
         self.log.info("engine host started", identities=len(self.identities))
 
     async def _each(self, fn: Any) -> None:
@@ -122,6 +138,24 @@ class EngineHost:
         except Exception as exc:
             self.log.warning("heartbeats not written to Postgres", error=repr(exc))
 
+    async def _tick_loop(self, interval: float, tick: str, *, busy_only: bool = False) -> None:
+        """Every `interval`, `tick` (`progress_tick`, `report_tick`) of each identity, giving
+        the event loop back every `BEAT_CHUNK` of them; with `busy_only`, only identities with
+        running calls (a report of an idle identity is empty)."""
+        while True:
+            await asyncio.sleep(interval)
+            done = 0
+            for svc in self.identities:
+                if svc.runner is None or (busy_only and not svc.runner.running):
+                    continue
+                try:
+                    await getattr(svc, tick)()
+                except Exception as exc:
+                    self.log.warning(f"{tick} failed", engine_id=svc.engine_id, error=repr(exc))
+                done += 1
+                if done % BEAT_CHUNK == 0:
+                    await asyncio.sleep(0)
+
     async def _heartbeat_loop(self) -> None:
         """One round per `heartbeat_interval_s`, paced by deadlines (a round's own length does
         not stretch the interval), each spread over half the interval."""
@@ -137,10 +171,11 @@ class EngineHost:
                 self.log.warning("heartbeat failed", error=repr(exc))
 
     async def stop(self) -> None:
-        if self._beat_task is not None:
-            self._beat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat_task
+        for task in [*self._tick_tasks, self._beat_task]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await self._each(_stop_started)
         finally:

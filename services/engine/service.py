@@ -111,6 +111,7 @@ class EngineService:
         self.log = log.bind(engine_id=self.engine_id)
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_sweep = time.monotonic()  # the last periodic orphan sweep
         self.nc: Any = None
         self.js: Any = None
         self.pool: Any = None
@@ -180,9 +181,13 @@ class EngineService:
             self.subjects.dispatch_direct(self.engine_id), cb=self._on_direct
         )
         await self._heartbeat_once()
-        loops = [self._consume(), self._progress_loop(), self._report_loop()]
-        if self.shared is None:  # a host's identities are heartbeaten by the host
-            loops.append(self._heartbeat_loop())
+        self._last_sweep = time.monotonic()
+        loops = [self._consume()]
+        if self.shared is None:
+            # a host's identities are heartbeaten, saved and reported by the host, from one
+            # loop each: a thousand identities' own timers woke the process ~11,000 times a
+            # second doing nothing, and every Dispatch it received waited behind them
+            loops += [self._progress_loop(), self._report_loop(), self._heartbeat_loop()]
         for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
 
@@ -342,21 +347,26 @@ class EngineService:
                 self.log.warning("heartbeat failed", error=repr(exc))
 
     async def _progress_loop(self) -> None:
-        assert self.runner is not None
-        last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(self.opts.progress_interval_s)
-            try:
-                await self.runner.save_progress_and_check()
-                if self.runner.db_outage:
-                    await self._sweep_after_outage()
-                if time.monotonic() - last_sweep >= self.opts.orphan_sweep_s:
-                    last_sweep = time.monotonic()
-                    await self.runner.sweep_orphans(self.opts.orphan_sweep_s)
-            except Exception as exc:
-                self.log.warning("progress save failed", error=repr(exc))
-                if db_unavailable(exc):
-                    self.runner.db_outage = True
+            await self.progress_tick()
+
+    async def progress_tick(self) -> None:
+        """One progress round: save streamed tokens, drop calls no longer ours, sweep orphans
+        when due. Its own loop calls it every `progress_interval_s`; an engine host calls it for
+        all its identities from one loop (`host.py`)."""
+        assert self.runner is not None
+        try:
+            await self.runner.save_progress_and_check()
+            if self.runner.db_outage:
+                await self._sweep_after_outage()
+            if time.monotonic() - self._last_sweep >= self.opts.orphan_sweep_s:
+                self._last_sweep = time.monotonic()
+                await self.runner.sweep_orphans(self.opts.orphan_sweep_s)
+        except Exception as exc:
+            self.log.warning("progress save failed", error=repr(exc))
+            if db_unavailable(exc):
+                self.runner.db_outage = True
 
     async def _sweep_after_outage(self) -> None:
         """Postgres answers again after an outage: hand back at once the calls it says this
@@ -383,11 +393,16 @@ class EngineService:
         self.log.info("swept after a database outage", handed_back=handed)
 
     async def _report_loop(self) -> None:
-        assert self.runner is not None
         if self.opts.report_interval_s <= 0:
             return
         while True:
             await asyncio.sleep(self.opts.report_interval_s)
+            await self.report_tick()
+
+    async def report_tick(self) -> None:
+        """One `ServiceReport` of the running calls whose service moved (none: nothing sent)."""
+        assert self.runner is not None
+        if self.runner.running:
             await self.runner.publish_report(self.runner.progress(changed_only=True))
 
     # ------------------------------------------------------------------ stop

@@ -5,8 +5,10 @@ Postgres once per `poll_s` and fans the same bytes out to every browser (`ui_fee
 checks the promise the only way that counts, side by side on one deployment: rounds of the same
 sequential one-token calls as `bench overhead` (zero-work SIMULATED engine), alternately with no
 browser connected ("closed") and with N server-sent-event clients reading `/ui/api/events`
-("open"). The order inside each pair of rounds rotates (closed-open, open-closed, ...), so a drift
-of the host over the run lands on both settings alike. Every round has the same number of calls.
+("open"), each client a process of its own as a browser is (`sse_reader.py`), so the clients'
+parsing runs beside the deployment, not on the measuring loop. The order inside each pair of
+rounds rotates (closed-open, open-closed, ...), so a drift of the host over the run lands on
+both settings alike. Every round has the same number of calls.
 
 Reported: per-round and pooled p50/p90/p99 per setting, CPU per call per process, the ratio
 open/closed pooled and per pair (its min-max is the round-to-round spread), the closed rounds'
@@ -17,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
 import statistics
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -62,20 +64,25 @@ def round_order(rounds: int) -> list[str]:
 
 
 async def _browser(url: str, sizes: list[int], poll_s: list[float]) -> None:
-    """One dashboard tab: read the event stream, record each snapshot's size in bytes."""
-    import httpx
-
-    async with httpx.AsyncClient(timeout=None) as http, http.stream("GET", url) as resp:
-        resp.raise_for_status()
-        event = ""
-        async for line in resp.aiter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                if event == "snapshot":
-                    sizes.append(len(line) - 6)
-                elif event == "hello":
-                    poll_s.append(float(json.loads(line[6:])["poll_s"]))
+    """One dashboard tab, in a process of its own as a browser's would be (`sse_reader.py`):
+    record each snapshot's size in bytes until cancelled."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "autellix.bench.sse_reader", url, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            kind, _, value = raw.decode().strip().partition(" ")
+            if kind == "snapshot":
+                sizes.append(int(value))
+            elif kind == "hello":
+                poll_s.append(float(value))
+        code = await proc.wait()
+        raise RuntimeError(f"dashboard reader ended (exit {code}) while the round ran")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
 
 
 @contextlib.asynccontextmanager
