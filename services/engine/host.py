@@ -8,8 +8,9 @@ simulated backend; what the identities share is the process's one NATS connectio
 Postgres pool. With a zero step time (`--token-latency 0`) an identity does no generation work
 at all, so a thousand of them cost the machine little beyond what the control plane does.
 
-Heartbeats are the host's job, not each identity's: every `heartbeat_interval_s` each identity
-publishes its `EngineHeartbeat` on NATS and the host writes all their `engines` rows in one
+Heartbeats are the host's job, not each identity's: every `heartbeat_interval_s` the host
+publishes its identities' `EngineHeartbeat`s on NATS, batched (`EngineHeartbeats`, a few dozen
+messages a second for a thousand identities) and writes all their `engines` rows in one
 statement (`store.engines.engine_heartbeats`), so Postgres sees one heartbeat transaction per
 interval per process however many identities it holds. So are the identities' progress saves and
 service reports: one host loop each walks the identities (`_tick_loop`) instead of every
@@ -28,13 +29,14 @@ from autellix.runtime.service import run_service
 from autellix.runtime.settings import Settings
 from autellix.services.engine.service import EngineOptions, EngineService, SharedIO
 from autellix.store.db import create_pool, synchronous_commit_for
-from autellix.store.engines import engine_heartbeats
+from autellix.store.engines import Beat, engine_heartbeats
 from autellix.transport import bus
-from autellix.wire.protocol import Subjects
+from autellix.wire.protocol import EngineHeartbeats, Subjects, encode
 
 #: identities started or stopped at once (each start is a few Postgres and JetStream round trips)
 START_CONCURRENCY = 32
-#: heartbeats built between two yields to the event loop (`heartbeat_once`)
+#: heartbeats in one `EngineHeartbeats` message, built between two yields to the event loop
+#: (`heartbeat_once`)
 BEAT_CHUNK = 25
 
 
@@ -50,6 +52,7 @@ class EngineHost:
         self.opts = options
         self.base_id = options.resolved_id()
         self.ids = identity_ids(self.base_id, count)
+        self.subjects = Subjects(settings.namespace)
         self.log = log.bind(engine_host=self.base_id)
         self.identities: list[EngineService] = []
         self.nc: Any = None
@@ -72,7 +75,7 @@ class EngineHost:
             self.settings.nats_url, name=f"autellix-{self.base_id}", log=self.log
         )
         js = self.nc.jetstream()
-        await bus.ensure_streams(js, Subjects(self.settings.namespace))
+        await bus.ensure_streams(js, self.subjects)
         self.pool = await create_pool(
             self.settings.database_url,
             max_size=8,
@@ -118,7 +121,8 @@ class EngineHost:
                 raise r
 
     async def heartbeat_once(self, spread_s: float = 0.0) -> None:
-        """Every started identity's heartbeat on NATS, then their rows in one Postgres statement.
+        """Every started identity's heartbeat on NATS, `BEAT_CHUNK` to a message
+        (`EngineHeartbeats`), then their rows in one Postgres statement.
 
         The event loop is given back every `BEAT_CHUNK` identities: a thousand heartbeats built
         in one go held it for a quarter of a second on a busy machine, and every call waiting on
@@ -128,11 +132,15 @@ class EngineHost:
         beats = []
         started = [s for s in self.identities if s.runner is not None]
         chunks = max(1, -(-len(started) // BEAT_CHUNK))
-        for i, svc in enumerate(started):
-            svc.check_backend()
-            beats.append(await svc.publish_heartbeat())
-            if i % BEAT_CHUNK == BEAT_CHUNK - 1:
-                await asyncio.sleep(spread_s / chunks)
+        for at in range(0, len(started), BEAT_CHUNK):
+            batch = []
+            for svc in started[at : at + BEAT_CHUNK]:
+                svc.check_backend()
+                hb = svc.heartbeat()
+                batch.append(hb)
+                beats.append(Beat(hb.engine_id, hb.running, hb.waiting, hb.kv_cache_usage))
+            await self.nc.publish(self.subjects.heartbeat, encode(EngineHeartbeats(beats=batch)))
+            await asyncio.sleep(spread_s / chunks)
         try:
             await engine_heartbeats(self.pool, beats)
         except Exception as exc:

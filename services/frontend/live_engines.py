@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from autellix.store.engines import live_engines
-from autellix.wire.protocol import CallError, EngineHeartbeat, ErrorCode, Subjects
+from autellix.wire.protocol import CallError, EngineHeartbeat, ErrorCode, Subjects, heartbeats_in
 
 #: how often engines heartbeat (the engine's `--heartbeat-interval` default)
 HEARTBEAT_INTERVAL_S = 1.0
@@ -63,9 +63,10 @@ class EngineDirectory:
 
     async def _on_heartbeat(self, msg: Any) -> None:
         with contextlib.suppress(ValidationError):
-            hb = EngineHeartbeat.model_validate_json(msg.data)
-            self._seen[hb.engine_id] = (time.monotonic(), hb)
-            self._unheard.discard(hb.engine_id)
+            now = time.monotonic()
+            for hb in heartbeats_in(msg.data):
+                self._seen[hb.engine_id] = (now, hb)
+                self._unheard.discard(hb.engine_id)
 
     def live(self) -> list[EngineHeartbeat]:
         now = time.monotonic()

@@ -35,7 +35,7 @@ from autellix.services.scheduler.maintenance import Maintenance
 from autellix.store.db import create_pool, db_unavailable, synchronous_commit_for
 from autellix.store.engines import live_engines
 from autellix.transport import bus, direct
-from autellix.wire.protocol import EngineHeartbeat, ErrorCode, Subjects
+from autellix.wire.protocol import ErrorCode, Subjects, heartbeats_in
 
 
 @dataclass
@@ -187,7 +187,8 @@ class SchedulerService:
 
     async def _on_heartbeat(self, msg: Any) -> None:
         try:
-            self.registry.on_heartbeat(EngineHeartbeat.model_validate_json(msg.data))
+            for hb in heartbeats_in(msg.data):
+                self.registry.on_heartbeat(hb)
         except ValidationError as exc:
             self.log.warning("invalid heartbeat ignored", error=str(exc)[:300])
 

@@ -169,3 +169,45 @@ def test_a_newer_peers_extra_fields_are_ignored_a_callers_typo_is_not() -> None:
         b'{"program_id": "p", "prompt": "hi", "sampling": {"temprature": 0.5}}'
     )
     assert isinstance(nested, CallError) and "temprature" in nested.message
+
+
+def test_heartbeat_subject_carries_one_heartbeat_or_a_hosts_batch() -> None:
+    """`heartbeats_in` reads both shapes of the heartbeat subject; an empty or oversized
+    batch, or any other message, is a validation error (listeners drop it)."""
+    from datetime import UTC, datetime
+
+    import pydantic
+
+    from autellix.wire.protocol import (
+        MAX_BEATS_PER_MESSAGE,
+        EngineHeartbeat,
+        EngineHeartbeats,
+        encode,
+        heartbeats_in,
+    )
+
+    def hb(i: int) -> EngineHeartbeat:
+        return EngineHeartbeat(
+            engine_id=f"h-{i:04d}",
+            backend="sim",
+            model="m",
+            max_batch=8,
+            running=i % 3,
+            waiting=0,
+            at=datetime.now(UTC),
+        )
+
+    (one,) = heartbeats_in(encode(hb(1)))
+    assert one.engine_id == "h-0001" and one.running == 1
+    batch = [hb(i) for i in range(25)]
+    got = heartbeats_in(encode(EngineHeartbeats(beats=batch)))
+    assert [b.engine_id for b in got] == [b.engine_id for b in batch]
+    assert [b.running for b in got] == [b.running for b in batch]
+    for bad in (
+        b'{"type": "heartbeats", "beats": []}',
+        encode(EngineHeartbeats.model_construct(beats=[hb(0)] * (MAX_BEATS_PER_MESSAGE + 1))),
+        b'{"type": "report", "engine_id": "x", "at": "2026-01-01T00:00:00Z", "calls": []}',
+        b"not json",
+    ):
+        with pytest.raises(pydantic.ValidationError):
+            heartbeats_in(bad)

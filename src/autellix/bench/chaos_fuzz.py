@@ -136,6 +136,13 @@ def targets(subjects: p.Subjects, engine_id: str) -> list[Target]:
         ),
         Target("engine.control", subjects.control(engine_id), p.Control, None),
         Target("engine.heartbeat", subjects.heartbeat, p.EngineHeartbeat, None, forbid_valid=True),
+        Target(
+            "engine.heartbeat (batch)",
+            subjects.heartbeat,
+            p.EngineHeartbeats,
+            None,
+            forbid_valid=True,
+        ),
         Target("report", subjects.reports, p.ServiceReport, None),
         Target(
             "sched.call (JetStream)", subjects.sched_calls, p.ScheduleCall, None, jetstream=True

@@ -16,7 +16,7 @@ from typing import Any
 
 import nats
 
-from autellix.wire.protocol import EngineHeartbeat, EngineWork, Subjects
+from autellix.wire.protocol import EngineWork, Subjects, heartbeats_in
 
 
 class EngineWorkListener:
@@ -28,12 +28,13 @@ class EngineWorkListener:
 
     async def on_msg(self, msg: Any) -> None:
         try:
-            hb = EngineHeartbeat.model_validate_json(msg.data)
+            beats = heartbeats_in(msg.data)
         except ValueError:
             return
-        if hb.work is not None:
-            self.latest[hb.engine_id] = hb.work
-            self._beat.set()
+        for hb in beats:
+            if hb.work is not None:
+                self.latest[hb.engine_id] = hb.work
+                self._beat.set()
 
     async def settle(self, wait_s: float = 2.5) -> None:
         """Wait for the next heartbeat with counters (or `wait_s`)."""

@@ -29,13 +29,13 @@ from autellix.cli.common import NamespaceOpt, NatsUrlOpt
 
 async def _any_engine(nc: Any, subjects: Any, wait_s: float) -> str | None:
     """The id of the first engine heard heartbeating within `wait_s` (None: none heard)."""
-    from autellix.wire.protocol import EngineHeartbeat
+    from autellix.wire.protocol import heartbeats_in
 
     found: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def on_beat(msg: Any) -> None:
         if not found.done():
-            found.set_result(EngineHeartbeat.model_validate_json(msg.data).engine_id)
+            found.set_result(heartbeats_in(msg.data)[0].engine_id)
 
     sub = await nc.subscribe(subjects.heartbeat, cb=on_beat)
     try:

@@ -34,7 +34,7 @@ from autellix.runtime.engine_ids import identity_ids
 from autellix.runtime.nats_auth import ENV_NATS_USER_FILE, read_user_file
 from autellix.runtime.nats_permissions import Role
 from autellix.runtime.settings import Settings, default_data_dir, nats_servers, redact_url
-from autellix.wire.protocol import Subjects
+from autellix.wire.protocol import Subjects, heartbeats_in
 
 
 @dataclass
@@ -260,8 +260,8 @@ class Stack:
         seen: set[str] = set()
 
         async def on_heartbeat(msg: Any) -> None:
-            with contextlib.suppress(ValueError, KeyError):
-                seen.add(json.loads(msg.data)["engine_id"])
+            with contextlib.suppress(ValueError):
+                seen.update(hb.engine_id for hb in heartbeats_in(msg.data))
 
         sub = await nc.subscribe(self.subjects.heartbeat, cb=on_heartbeat)
         try:

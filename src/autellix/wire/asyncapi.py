@@ -42,6 +42,7 @@ def _messages() -> dict[str, type[BaseModel]]:
         "DirectReply": protocol.DirectReply,
         "Control": protocol.Control,
         "EngineHeartbeat": protocol.EngineHeartbeat,
+        "EngineHeartbeats": protocol.EngineHeartbeats,
         "ServiceReport": protocol.ServiceReport,
     }
 
@@ -119,6 +120,9 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
         ),
         "Control": msg("Control", "Internal: preempt / set_level / cancel (idempotent)."),
         "EngineHeartbeat": msg("EngineHeartbeat", "Internal: engine liveness and load."),
+        "EngineHeartbeats": msg(
+            "EngineHeartbeats", "Internal: an engine host's identities' heartbeats, batched."
+        ),
         "ServiceReport": msg("ServiceReport", "Internal: per-call progress (service accounting)."),
     }
 
@@ -199,7 +203,10 @@ def build(namespace: str = "autellix") -> dict[str, Any]:
             "parameters": engine_param,
             "messages": refs("Control"),
         },
-        "heartbeat": {"address": s.heartbeat, "messages": refs("EngineHeartbeat")},
+        "heartbeat": {
+            "address": s.heartbeat,
+            "messages": refs("EngineHeartbeat", "EngineHeartbeats"),
+        },
         "reports": {
             "address": s.reports,
             "description": f"JetStream stream `{s.reports_stream}`.",

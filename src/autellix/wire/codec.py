@@ -23,6 +23,7 @@ from autellix.wire.internal import (
     DirectReply,
     Dispatch,
     EngineHeartbeat,
+    EngineHeartbeats,
     ScheduleCall,
     ServiceReport,
 )
@@ -195,6 +196,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "direct_reply": DirectReply,
         "control": Control,
         "engine_heartbeat": EngineHeartbeat,
+        "engine_heartbeats": EngineHeartbeats,
         "service_report": ServiceReport,
     }
     out = {name: model.model_json_schema() for name, model in public.items()}

@@ -1,13 +1,13 @@
 """Messages between services only: `ScheduleCall`, `Dispatch`, `DirectReply`, `Control`,
-`EngineWork`, `EngineHeartbeat`, `CallProgress`, `ServiceReport`.
+`EngineWork`, `EngineHeartbeat`, `EngineHeartbeats`, `CallProgress`, `ServiceReport`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from autellix.wire.base import (
     _Extensible,
@@ -172,6 +172,31 @@ class EngineHeartbeat(_Extensible):
     def names(self) -> list[str]:
         """The model names this engine serves: its served names, or its model."""
         return list(self.served_models) or [self.model]
+
+
+#: most heartbeats in one `EngineHeartbeats` (~300 bytes each: far below the bus limit)
+MAX_BEATS_PER_MESSAGE = 500
+
+
+class EngineHeartbeats(_Extensible):
+    """Many engines' heartbeats in one message, on the same subject: what an engine host
+    (`--identities N`) sends, a batch per chunk of its identities, so schedulers hear a
+    thousand engines in a few dozen messages a second instead of a thousand."""
+
+    type: Literal["heartbeats"] = "heartbeats"
+    beats: list[EngineHeartbeat] = Field(min_length=1, max_length=MAX_BEATS_PER_MESSAGE)
+
+
+HEARTBEAT_MESSAGE: TypeAdapter[EngineHeartbeat | EngineHeartbeats] = TypeAdapter(
+    Annotated[EngineHeartbeat | EngineHeartbeats, Field(discriminator="type")]
+)
+
+
+def heartbeats_in(data: bytes) -> list[EngineHeartbeat]:
+    """The heartbeats a message on the heartbeat subject carries (one, or a host's batch);
+    raises pydantic's ValidationError (a ValueError) for anything else."""
+    msg = HEARTBEAT_MESSAGE.validate_json(data)
+    return msg.beats if isinstance(msg, EngineHeartbeats) else [msg]
 
 
 class CallProgress(_Extensible):

@@ -41,15 +41,18 @@ from autellix.wire.codec import (
     validate_model,
 )
 from autellix.wire.internal import (
+    MAX_BEATS_PER_MESSAGE,
     NEVER_PREEMPT,
     CallProgress,
     Control,
     DirectReply,
     Dispatch,
     EngineHeartbeat,
+    EngineHeartbeats,
     EngineWork,
     ScheduleCall,
     ServiceReport,
+    heartbeats_in,
 )
 from autellix.wire.replies import (
     CALL_REPLY,
@@ -94,6 +97,7 @@ __all__ = [
     "BYTES_PER_TOKEN_ID",
     "CALL_REPLY",
     "DISPATCH_OVERHEAD_BYTES",
+    "MAX_BEATS_PER_MESSAGE",
     "MAX_JSON_DEPTH",
     "MAX_MESSAGE_BYTES",
     "MAX_PROMPT_CHARS",
@@ -116,6 +120,7 @@ __all__ = [
     "DirectReply",
     "Dispatch",
     "EngineHeartbeat",
+    "EngineHeartbeats",
     "EngineInfo",
     "EngineWork",
     "ErrorCode",
@@ -144,6 +149,7 @@ __all__ = [
     "Usage",
     "delivery_size",
     "encode",
+    "heartbeats_in",
     "json_schemas",
     "json_too_deep",
     "parse_call_request",
