@@ -28,7 +28,7 @@ from autellix.runtime.engine_ids import identity_ids
 from autellix.runtime.service import run_service
 from autellix.runtime.settings import Settings
 from autellix.services.engine.service import EngineOptions, EngineService, SharedIO
-from autellix.store.db import create_pool, synchronous_commit_for
+from autellix.store.db import create_pool, db_unavailable, synchronous_commit_for
 from autellix.store.engines import Beat, engine_heartbeats
 from autellix.transport import bus
 from autellix.wire.protocol import EngineHeartbeats, Subjects, encode
@@ -145,6 +145,12 @@ class EngineHost:
             await engine_heartbeats(self.pool, beats)
         except Exception as exc:
             self.log.warning("heartbeats not written to Postgres", error=repr(exc))
+            if db_unavailable(exc):
+                # every identity sweeps for orphans once Postgres is back, also one with no
+                # call in hand (a Dispatch lost in the outage leaves it owning one it never got)
+                for svc in started:
+                    if svc.runner is not None:
+                        svc.runner.db_outage = True
 
     async def _tick_loop(self, interval: float, tick: str, *, busy_only: bool = False) -> None:
         """Every `interval`, `tick` (`progress_tick`, `report_tick`) of each identity, giving

@@ -43,6 +43,7 @@ from autellix.wire.protocol import (
 )
 
 ENGINE = "outage-e1"
+HOST = "outage-host"  # an engine host of 3 light identities (`--identities`)
 
 
 def _proxy_for(database_url: str) -> TcpProxy:
@@ -70,11 +71,19 @@ def engine_proxy(module_settings: Settings) -> Iterator[TcpProxy]:
         yield p
 
 
+@pytest.fixture(scope="module")
+def host_proxy(module_settings: Settings) -> Iterator[TcpProxy]:
+    """The engine host's way to Postgres."""
+    with _proxy_for(module_settings.database_url) as p:
+        yield p
+
+
 @pytest_asyncio.fixture(scope="module")
 async def stack(
     new_stack: Callable[[], Stack],
     proxy: TcpProxy,
     engine_proxy: TcpProxy,
+    host_proxy: TcpProxy,
     module_settings: Settings,
 ) -> AsyncIterator[Stack]:
     url = module_settings.database_url
@@ -85,6 +94,11 @@ async def stack(
         ENGINE, "engine", "--engine-id", ENGINE, "--token-latency", "0.005",
         "--orphan-sweep", "600", stop_timeout=30.0,
         env={"AUTELLIX_DATABASE_URL": _through(url, engine_proxy)},
+    )  # fmt: skip
+    s.start(
+        HOST, "engine", "--engine-id", HOST, "--identities", "3", "--token-latency", "0.005",
+        "--orphan-sweep", "600", stop_timeout=30.0,
+        env={"AUTELLIX_DATABASE_URL": _through(url, host_proxy)},
     )  # fmt: skip
     async with s.running():
         yield s
@@ -177,12 +191,15 @@ async def test_client_call_made_during_an_outage_is_answered_once(
     assert [r["status"] for r in rows] == ["finished"]
 
 
+@pytest.mark.parametrize("where", ["engine", "host"])
 async def test_engine_hands_back_an_orphan_once_postgres_is_back(
-    stack: Stack, engine_proxy: TcpProxy
+    stack: Stack, engine_proxy: TcpProxy, host_proxy: TcpProxy, where: str
 ) -> None:
     """A call Postgres says the engine owns (dispatched 10 s ago) but whose Dispatch never
     arrived: after the engine's Postgres link was cut and restored it is handed back, dispatched
-    again and answered, well before the 10-minute periodic sweep."""
+    again and answered, well before the 10-minute periodic sweep. Also for an identity of an
+    engine host that holds no call at all (only the host's heartbeat write sees the outage)."""
+    owner, cut = (ENGINE, engine_proxy) if where == "engine" else (f"{HOST}-0001", host_proxy)
     nc = await nats.connect(stack.settings.nats_url)
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
@@ -206,11 +223,11 @@ async def test_engine_hands_back_an_orphan_once_postgres_is_back(
                       dispatched_at = now() - interval '10 seconds'
                WHERE id = $1""",
             call_id,
-            ENGINE,
+            owner,
         )
-        engine_proxy.cut()
+        cut.cut()
         await asyncio.sleep(2.5)  # heartbeats fail meanwhile: the engine sees the outage
-        engine_proxy.restore()
+        cut.restore()
         started = asyncio.get_running_loop().time()
         final: CallFinal | None = None
         while final is None:
@@ -231,4 +248,4 @@ async def test_engine_hands_back_an_orphan_once_postgres_is_back(
     finally:
         await conn.close()
         await nc.close()
-    assert "swept after a database outage" in stack.logs(ENGINE)
+    assert "swept after a database outage" in stack.logs(ENGINE if where == "engine" else HOST)

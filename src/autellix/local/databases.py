@@ -7,6 +7,7 @@ create one fresh database per run.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from autellix.runtime.settings import asyncpg_dsn, with_database
 
@@ -23,11 +24,19 @@ def _check_ident(name: str) -> str:
     return name
 
 
-async def create_database(admin_url: str, name: str, *, exist_ok: bool = True) -> str:
+async def create_database(
+    admin_url: str,
+    name: str,
+    *,
+    exist_ok: bool = True,
+    settings: Mapping[str, str] | None = None,
+) -> str:
     """Create database ``name`` on the server of ``admin_url``; return a URL for it.
 
     Used by `autellix up` (its embedded server starts with only ``postgres``) and by the tests
-    (one fresh database per run).
+    (one fresh database per run). ``settings``: per-database defaults (``ALTER DATABASE ... SET``)
+    for every session on it, as an operator sets them where the services cannot send them at
+    connect time (through a transaction pooler: docs/deploy.md).
     """
     import asyncpg
 
@@ -43,6 +52,14 @@ async def create_database(admin_url: str, name: str, *, exist_ok: bool = True) -
             except asyncpg.DuplicateDatabaseError:
                 if not exist_ok:
                     raise
+        for key, value in (settings or {}).items():
+            sql = await conn.fetchval(
+                "SELECT format('ALTER DATABASE %I SET %I TO %L', $1::text, $2::text, $3::text)",
+                name,
+                _check_ident(key),
+                value,
+            )
+            await conn.execute(sql)
     finally:
         await conn.close()
     return with_database(admin_url, name)

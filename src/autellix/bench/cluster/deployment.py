@@ -61,6 +61,7 @@ async def deployment(
     pooled_url: str | None = None,
     js_replicas: int | None = None,
     tag: str = "",
+    database_settings: dict[str, str] | None = None,
 ) -> AsyncIterator[Deployment]:
     """A fresh namespace + database + the services of `config`; all removed on exit.
     `pooled_url(db)` style: with `pooled_url` set (a URL template with `{db}`), the services
@@ -71,7 +72,7 @@ async def deployment(
 
     tag = f"{tag}{uuid.uuid4().hex[:8]}"
     namespace, dbname = f"cl{tag}", f"autellix_cluster_{tag}"
-    direct = await create_database(admin_url, dbname)
+    direct = await create_database(admin_url, dbname, settings=database_settings)
     await asyncio.to_thread(upgrade, direct)
     url = pooled_url.format(db=dbname) if pooled_url else direct
     settings = Settings(
