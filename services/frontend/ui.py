@@ -16,7 +16,10 @@ Routes (left out of the OpenAPI document: they are for people, not API clients):
   fetched from elsewhere at run time. The assets stay open: they are the same bytes every
   installation of this version ships, and hold no data of the deployment (the data comes only
   from the routes below);
-* `GET /ui/api/events` — `text/event-stream`: one `snapshot` event per poll (`ui_feed.py`);
+* `GET /ui/api/events` — `text/event-stream`: one event per poll (`ui_feed.py`): a whole
+  `snapshot` first, then a `delta` from the snapshot the stream already sent (the head, the ids
+  of the calls in view, the calls that changed: `ui_encode.apply_delta`), a whole `snapshot`
+  again after one was dropped for a slow reader or after an error;
 * `GET /ui/api/snapshot` — the newest snapshot once, as JSON (scripts, `curl`);
 * `GET /ui/api/session` — who is looking: `{"auth", "tenant", "via", "expires", "scope"}`
   (`scope`: null for everything, else the one tenant whose programs the snapshots hold);
@@ -149,12 +152,12 @@ def dashboard_router(gateway: Any, dependencies: Sequence[DependsParam] = ()) ->
         f = feed()
         sub = f.subscribe(scope_of(found.tenant, admins))
         try:
-            data = await sub.next(_SNAPSHOT_WAIT_S)
+            got = await sub.next(_SNAPSHOT_WAIT_S)  # a new subscription: a whole snapshot
         finally:
             f.unsubscribe(sub)
-        if data is None:
+        if got is None:
             raise ApiError(503, "no dashboard snapshot in time", type="server_error")
-        return Response(data, media_type="application/json")
+        return Response(got[1], media_type="application/json")
 
     @router.get("/api/events")
     async def events(found: Viewer = signed_in) -> Any:
@@ -168,10 +171,11 @@ def dashboard_router(gateway: Any, dependencies: Sequence[DependsParam] = ()) ->
                 yield f"retry: 3000\nevent: hello\ndata: {hello}\n\n"
                 quiet = 0.0
                 while not gateway.stopping:  # a draining frontend closes its streams
-                    data = await sub.next(_WAKE_S)
-                    if data is not None:
+                    got = await sub.next(_WAKE_S)
+                    if got is not None:
                         quiet = 0.0
-                        yield f"event: snapshot\ndata: {data}\n\n"
+                        kind, data = got
+                        yield f"event: {kind}\ndata: {data}\n\n"
                         continue
                     quiet += _WAKE_S
                     if quiet >= _KEEPALIVE_S:

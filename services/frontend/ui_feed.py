@@ -5,9 +5,12 @@ and nothing at all with none. So browsers never query Postgres themselves: each 
 here (server-sent events, `ui.py`); the first subscriber starts a reader task, which reads one
 bounded snapshot (`autellix.store.ui_queries`) every `poll_s` on a connection borrowed from the
 frontend's pool for those few statements, encodes it once per scope being watched (everything,
-or one tenant's part: `ui_scope.py`), and hands the same bytes to every subscriber of that scope;
-when the last one leaves, the task ends. A slow browser only ever holds the newest
-snapshot (older ones are dropped, never queued), so it cannot make the reader wait or grow memory.
+or one tenant's part: `ui_scope.py`), and hands the same bytes to every subscriber of that scope:
+a whole snapshot to a browser that just came, then deltas from the snapshot it has
+(`ui_encode.py`: the calls that changed, not the ~350 KB of all 500 each poll); when the last
+one leaves, the task ends. A slow browser only ever holds the newest snapshot (older ones are
+dropped, never queued: it then gets that one whole), so it cannot make the reader wait or grow
+memory.
 
 Configuration (environment of the frontend process):
 
@@ -33,7 +36,7 @@ from typing import Any
 
 from autellix.runtime.settings import checked_env_float
 from autellix.services.frontend.ui_depth import DepthHistory
-from autellix.services.frontend.ui_encode import SnapshotEncoder
+from autellix.services.frontend.ui_encode import Encoded, SnapshotEncoder
 from autellix.services.frontend.ui_scope import EVERYTHING, scoped_rows
 from autellix.services.frontend.ui_view import SnapshotParts
 from autellix.store.ui_queries import WindowLimits, WindowRows, read_window
@@ -70,25 +73,42 @@ class FeedConfig:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One poll's snapshot of a scope, encoded both ways: whole (`full`) and as a delta from
+    snapshot `base` (`ui_encode.Encoded.delta`; None: no earlier snapshot, or an error)."""
+
+    seq: int
+    base: int | None
+    full: str
+    delta: str | None
+
+
 class Subscription:
-    """One browser's mailbox: holds only the newest snapshot (encoded JSON) of its `scope`
-    (`ui_scope.EVERYTHING`, or a tenant's name)."""
+    """One browser's mailbox: holds only the newest snapshot of its `scope`
+    (`ui_scope.EVERYTHING`, or a tenant's name), and knows which snapshot the browser has."""
 
     def __init__(self, scope: str | None = EVERYTHING) -> None:
         self.scope = scope
-        self._box: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+        self._box: asyncio.Queue[Update] = asyncio.Queue(maxsize=1)
+        self.sent_seq: int | None = None  # the snapshot the browser has (None: none yet)
 
-    def offer(self, data: str) -> None:
+    def offer(self, update: Update) -> None:
         if self._box.full():
             self._box.get_nowait()  # drop the older snapshot: the browser wants the newest
-        self._box.put_nowait(data)
+        self._box.put_nowait(update)
 
-    async def next(self, timeout_s: float) -> str | None:
-        """The next snapshot, or None after `timeout_s` without one."""
+    async def next(self, timeout_s: float) -> tuple[str, str] | None:
+        """The next event, `("delta", json)` when the browser has the snapshot the delta was
+        computed from, else `("snapshot", json)` (the first one, after a dropped one, after an
+        error); None after `timeout_s` without one."""
         try:
-            return await asyncio.wait_for(self._box.get(), timeout_s)
+            u = await asyncio.wait_for(self._box.get(), timeout_s)
         except TimeoutError:
             return None
+        whole = u.delta is None or self.sent_seq is None or u.base != self.sent_seq
+        self.sent_seq = u.seq
+        return ("snapshot", u.full) if whole else ("delta", u.delta or "")
 
 
 class DashboardFeed:
@@ -103,8 +123,10 @@ class DashboardFeed:
         self.encoders: dict[str | None, SnapshotEncoder] = {}
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
-        #: per scope: (monotonic time read, encoded snapshot)
-        self._latest: dict[str | None, tuple[float, str]] = {}
+        #: per scope: (monotonic time read, its newest update)
+        self._latest: dict[str | None, tuple[float, Update]] = {}
+        #: per scope: the newest snapshot encoded, which the next one's delta is computed from
+        self._prev: dict[str | None, Encoded] = {}
         #: snapshots read since the process started (each one a bounded read of Postgres)
         self.reads = 0
 
@@ -150,7 +172,7 @@ class DashboardFeed:
             except Exception as exc:  # the database is away or slow: say so, try again
                 self.log.warning("dashboard snapshot failed", error=repr(exc))
                 error = json.dumps({"error": f"could not read the database: {exc!r}"})
-                encoded = dict.fromkeys(scopes, error)
+                encoded = {s: Update(seq=-1, base=None, full=error, delta=None) for s in scopes}
             else:
                 now = time.monotonic()
                 self._latest = {scope: (now, data) for scope, data in encoded.items()}
@@ -161,24 +183,37 @@ class DashboardFeed:
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(MIN_POLL_S / 2, self.config.poll_s - elapsed))
 
-    async def _snapshot(self, scopes: set[str | None]) -> dict[str | None, str]:
+    async def _snapshot(self, scopes: set[str | None]) -> dict[str | None, Update]:
         rows = await read_window(self.pool, self.config.limits)
         self.reads += 1
         self.depth.add(rows.now.timestamp() * 1000.0, rows.depth)
-        # encoders of scopes nobody watches any more are dropped with their caches
+        # encoders (and last snapshots) of scopes nobody watches any more are dropped
         self.encoders = {s: self.encoders.get(s) or SnapshotEncoder() for s in scopes}
+        self._prev = {s: e for s, e in self._prev.items() if s in scopes}
         # deriving and encoding run in a worker thread, so the frontend's event loop keeps
         # admitting calls meanwhile (the GIL is handed back every few ms) instead of stalling
-        return await asyncio.to_thread(self._encode_scopes, rows, dict(self.encoders))
+        encoded = await asyncio.to_thread(self._encode_scopes, rows, dict(self.encoders))
+        out: dict[str | None, Update] = {}
+        for scope, (enc, update) in encoded.items():
+            self._prev[scope] = enc
+            out[scope] = update
+        return out
 
     def _encode_scopes(
         self, rows: WindowRows, encoders: dict[str | None, SnapshotEncoder]
-    ) -> dict[str | None, str]:
+    ) -> dict[str | None, tuple[Encoded, Update]]:
         depth = self.depth.series(e["id"] for e in rows.engines if e["status"] == "up")
-        feed = {"seq": self.reads, "poll_s": self.config.poll_s, "subscribers": self.subscribers}
-        out: dict[str | None, str] = {}
+        seq = self.reads
+        feed = {"seq": seq, "poll_s": self.config.poll_s, "subscribers": self.subscribers}
+        out: dict[str | None, tuple[Encoded, Update]] = {}
         for scope, encoder in encoders.items():
             seen = rows if scope is EVERYTHING else scoped_rows(rows, scope)
             parts = SnapshotParts(seen, self.config.limits, depth, self.config.jaeger_ui)
-            out[scope] = encoder.encode(parts, {"feed": feed, "scope": scope})
+            enc = encoder.encode(parts, {"feed": feed, "scope": scope}, seq=seq)
+            prev = self._prev.get(scope)
+            delta = enc.delta(prev) if prev is not None else None
+            update = Update(
+                seq=seq, base=None if prev is None else prev.seq, full=enc.full(), delta=delta
+            )
+            out[scope] = (enc, update)
         return out

@@ -38,6 +38,7 @@ from svc_stack import Stack, WireCall, WireRecorder, db_fetch, free_port
 from autellix.bench.chaos_strategies import fuzz_settings
 from autellix.runtime.settings import Settings
 from autellix.runtime.telemetry import program_ids
+from autellix.services.frontend.ui_encode import apply_delta
 from autellix.services.frontend.ui_session import SessionSigner
 from autellix.store.db import create_pool
 from autellix.store.ui_queries import WindowLimits, read_window
@@ -176,6 +177,8 @@ async def test_dashboard_shows_engines_programs_preemptions_and_a_call_graph(
         want_seq = int(await _js(page, "Number(document.body.dataset.seq || 0)")) + 2
         # the page has taken in a snapshot read after every call finished
         await page.wait_for(f"Number(document.body.dataset.seq || 0) >= {want_seq}")
+        # after the first whole snapshot the page kept up through deltas (only what changed)
+        assert int(await _js(page, "Number(document.body.dataset.deltas || 0)")) >= 1
 
         # every engine's timeline holds exactly the calls that ran on it
         for engine in ENGINES:
@@ -311,8 +314,13 @@ async def _log_in(page: Chromium, key: str) -> None:
     await page.wait_for("document.readyState === 'complete'")
 
 
-async def _read_events(url: str, n: int, into: list[dict[str, Any]]) -> None:
-    """Read `n` snapshot events from the dashboard's stream (the raw SSE lines)."""
+async def _read_events(
+    url: str, n: int, into: list[dict[str, Any]], kinds: list[str] | None = None
+) -> None:
+    """Read `n` snapshots from the dashboard's stream (the raw SSE lines): whole `snapshot`
+    events, and `delta` events applied to the snapshot before (`apply_delta`, the page's rule);
+    each event's kind goes to `kinds`."""
+    state: dict[str, Any] | None = None
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         event = None
@@ -320,8 +328,13 @@ async def _read_events(url: str, n: int, into: list[dict[str, Any]]) -> None:
             line = raw.decode().rstrip("\n")
             if line.startswith("event: "):
                 event = line[len("event: ") :]
-            elif line.startswith("data: ") and event == "snapshot":
-                into.append(json.loads(line[len("data: ") :]))
+            elif line.startswith("data: ") and event in ("snapshot", "delta"):
+                data = json.loads(line[len("data: ") :])
+                assert event == "snapshot" or state is not None, "a delta came first"
+                state = data if event == "snapshot" else apply_delta(state, data)
+                into.append(state)
+                if kinds is not None:
+                    kinds.append(event)
                 if len(into) >= n:
                     return
 
@@ -331,7 +344,8 @@ async def test_one_reader_fans_out_and_stops_when_nobody_watches(stack: Stack) -
     url = f"{stack.http_url}/ui/api/events"
     first: list[dict[str, Any]] = []
     second: list[dict[str, Any]] = []
-    a = asyncio.create_task(_read_events(url, 4, first))
+    kinds: list[str] = []
+    a = asyncio.create_task(_read_events(url, 4, first, kinds))
     await asyncio.sleep(1.2)
     await asyncio.wait_for(asyncio.gather(a, _read_events(url, 2, second)), 30)
     seqs_a = [s["feed"]["seq"] for s in first]
@@ -344,6 +358,8 @@ async def test_one_reader_fans_out_and_stops_when_nobody_watches(stack: Stack) -
             s for s in second if s["feed"]["seq"] == seq
         )
     assert max(s["feed"]["subscribers"] for s in second) == 2
+    # a whole snapshot first, then deltas (only what changed), which rebuild the same snapshots
+    assert kinds[0] == "snapshot" and "delta" in kinds[1:], kinds
     last = max(seqs_a + seqs_b)
     await asyncio.sleep(3.0)  # nobody watching: the reader stops
     async with aiohttp.ClientSession() as session:

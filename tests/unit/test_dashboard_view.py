@@ -15,8 +15,8 @@ import pytest
 
 from autellix.runtime.telemetry import program_ids
 from autellix.services.frontend.ui_depth import UNASSIGNED, DepthHistory
-from autellix.services.frontend.ui_encode import SnapshotEncoder
-from autellix.services.frontend.ui_feed import FeedConfig, Subscription
+from autellix.services.frontend.ui_encode import SnapshotEncoder, apply_delta
+from autellix.services.frontend.ui_feed import FeedConfig, Subscription, Update
 from autellix.services.frontend.ui_view import (
     SnapshotParts,
     build_snapshot,
@@ -246,15 +246,28 @@ def test_the_encoder_reuses_finished_calls_and_says_the_same_as_build_snapshot()
     calls[3].update(status="running", finished_at=None, run_s=None)
     rows = WindowRows(now=at(10), calls=calls)
     enc = SnapshotEncoder()
-    first = json.loads(enc.encode(SnapshotParts(rows, WindowLimits(), {}, None), {"feed": 1}))
-    assert first == {**build_snapshot(rows, WindowLimits(), {}, None), "feed": 1}
+    one = enc.encode(SnapshotParts(rows, WindowLimits(), {}, None), {"feed": {"seq": 1}}, seq=1)
+    first = json.loads(one.full())
+    assert first == {**build_snapshot(rows, WindowLimits(), {}, None), "feed": {"seq": 1}}
     assert enc.cached == 3  # the finished ones; the running call is derived every time
     calls[0]["service"] = -1.0  # a finished call never changes: the cached text is used
     later = WindowRows(now=at(11), calls=calls[:1] + calls[2:])  # c-a left the window
-    second = json.loads(enc.encode(SnapshotParts(later, WindowLimits(), {}, None), {}))
+    two = enc.encode(SnapshotParts(later, WindowLimits(), {}, None), {"feed": {"seq": 2}}, seq=2)
+    second = json.loads(two.full())
     assert second["calls"][0]["service"] == 10.0
     assert second["calls"][-1]["run_s"] == pytest.approx(11.0 - 0.2)  # running: recomputed
     assert enc.cached == 2
+    # the delta from the first snapshot: only the calls whose JSON changed travel, and
+    # applied to the first snapshot it gives the second exactly
+    delta = json.loads(two.delta(one))
+    assert delta["base"] == 1 and "calls" not in delta
+    assert delta["ids"] == [c["id"] for c in second["calls"]]
+    assert "c-root" not in [c["id"] for c in delta["upsert"]]  # finished: the browser has it
+    assert "c-join" in [c["id"] for c in delta["upsert"]]  # running: changed
+    assert apply_delta(first, delta) == second
+    assert len(two.delta(one)) < len(two.full())
+    with pytest.raises(ValueError, match="delta from snapshot 1"):
+        apply_delta(second, delta)
 
 
 def test_feed_config_from_env_and_its_refusals() -> None:
@@ -275,11 +288,34 @@ def test_feed_config_from_env_and_its_refusals() -> None:
         FeedConfig.from_env({"AUTELLIX_UI_POLL_S": "0.01"})
 
 
-def test_a_subscription_holds_only_the_newest_snapshot() -> None:
-    async def main() -> list[str | None]:
-        sub = Subscription()
-        sub.offer("one")
-        sub.offer("two")
-        return [await sub.next(0.1), await sub.next(0.05)]
+def test_a_subscription_holds_only_the_newest_snapshot_and_sends_deltas_in_sequence() -> None:
+    """The first event is a whole snapshot; then a delta whenever the browser has the snapshot
+    it was computed from; one dropped (a slow browser) makes the next a whole snapshot again."""
 
-    assert asyncio.run(main()) == ["two", None]
+    def update(seq: int) -> Update:
+        return Update(seq=seq, base=seq - 1, full=f"full{seq}", delta=f"delta{seq}")
+
+    async def main() -> list[tuple[str, str] | None]:
+        sub = Subscription()
+        sub.offer(update(1))
+        sub.offer(update(2))  # the browser never read 1
+        got = [await sub.next(0.1), await sub.next(0.05)]
+        sub.offer(update(3))
+        got.append(await sub.next(0.1))
+        sub.offer(update(4))
+        sub.offer(update(5))  # 4 dropped
+        got.append(await sub.next(0.1))
+        sub.offer(Update(seq=-1, base=None, full="error", delta=None))  # as the feed sends one
+        got.append(await sub.next(0.1))
+        sub.offer(update(7))  # after an error: whole again
+        got.append(await sub.next(0.1))
+        return got
+
+    assert asyncio.run(main()) == [
+        ("snapshot", "full2"),
+        None,
+        ("delta", "delta3"),
+        ("snapshot", "full5"),
+        ("snapshot", "error"),
+        ("snapshot", "full7"),
+    ]

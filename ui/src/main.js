@@ -1,5 +1,8 @@
 // The Autellix dashboard: one server-sent event stream of snapshots (the frontend's single
-// reader fans each one out to every browser), rendered by the views below.
+// reader fans each one out to every browser), rendered by the views below. The first event is
+// a whole `snapshot`; then `delta`s: the head, the ids of the calls in view in order, and only
+// the calls that changed since the snapshot this page has (`ui_encode.apply_delta` on the server
+// is the same rule).
 import "vis-timeline/styles/vis-timeline-graph2d.min.css";
 import "./style.css";
 import { renderCallGraph } from "./callgraph.js";
@@ -9,6 +12,8 @@ import { initPrograms, renderPrograms, selectProgram } from "./programs.js";
 const params = new URLSearchParams(location.search);
 let selected = params.get("program");
 let last = null;
+let calls = new Map(); // call id -> call, as of the snapshot this page has
+let haveSeq = null; // that snapshot's feed.seq
 
 function pickDefault(snap) {
   // the program with the most calls in view: its graph says the most
@@ -80,20 +85,41 @@ function connect() {
     status("reconnecting…", "wait");
     session().catch(() => {}); // a 401 here means the session ended: back to the login form
   });
-  source.addEventListener("snapshot", (ev) => {
-    const snap = JSON.parse(ev.data);
-    if (snap.error) {
-      status(snap.error, "error");
+  source.addEventListener("snapshot", (ev) => take(JSON.parse(ev.data), false, source));
+  source.addEventListener("delta", (ev) => take(JSON.parse(ev.data), true, source));
+}
+
+// A whole snapshot replaces what the page has; a delta is applied to it (the ids in order, each
+// call the delta's copy if it brings one, else the one held). A delta from another snapshot
+// than this page's cannot be applied: reconnecting makes the server start with a whole one.
+function take(msg, isDelta, source) {
+  if (msg.error) {
+    status(msg.error, "error");
+    return;
+  }
+  let snap = msg;
+  if (isDelta) {
+    if (msg.base !== haveSeq) {
+      source.close();
+      haveSeq = null;
+      connect();
       return;
     }
-    status("live", "live");
-    try {
-      render(snap);
-    } catch (err) {
-      status(`render failed: ${err}`, "error");
-      console.error(err);
-    }
-  });
+    for (const c of msg.upsert) calls.set(c.id, c);
+    const list = msg.ids.map((id) => calls.get(id));
+    const { base, ids, upsert, ...head } = msg;
+    snap = { ...head, calls: list };
+    document.body.dataset.deltas = String(Number(document.body.dataset.deltas || 0) + 1);
+  }
+  calls = new Map(snap.calls.map((c) => [c.id, c]));
+  haveSeq = snap.feed ? snap.feed.seq : null;
+  status("live", "live");
+  try {
+    render(snap);
+  } catch (err) {
+    status(`render failed: ${err}`, "error");
+    console.error(err);
+  }
 }
 
 initPrograms(select);

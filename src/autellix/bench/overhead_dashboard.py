@@ -63,9 +63,12 @@ def round_order(rounds: int) -> list[str]:
     return out
 
 
-async def _browser(url: str, sizes: list[int], poll_s: list[float]) -> None:
+Event = tuple[str, int]  # ("snapshot" | "delta", its size in bytes)
+
+
+async def _browser(url: str, sizes: list[Event], poll_s: list[float]) -> None:
     """One dashboard tab, in a process of its own as a browser's would be (`sse_reader.py`):
-    record each snapshot's size in bytes until cancelled."""
+    record each event's kind and size in bytes until cancelled."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "autellix.bench.sse_reader", url, stdout=asyncio.subprocess.PIPE
     )
@@ -73,8 +76,8 @@ async def _browser(url: str, sizes: list[int], poll_s: list[float]) -> None:
         assert proc.stdout is not None
         async for raw in proc.stdout:
             kind, _, value = raw.decode().strip().partition(" ")
-            if kind == "snapshot":
-                sizes.append(int(value))
+            if kind in ("snapshot", "delta"):
+                sizes.append((kind, int(value)))
             elif kind == "hello":
                 poll_s.append(float(value))
         code = await proc.wait()
@@ -87,10 +90,10 @@ async def _browser(url: str, sizes: list[int], poll_s: list[float]) -> None:
 
 @contextlib.asynccontextmanager
 async def _open_dashboard(
-    url: str, cfg: DashboardConfig, sizes: list[int], poll_s: list[float]
+    url: str, cfg: DashboardConfig, sizes: list[Event], poll_s: list[float]
 ) -> Any:
     """`cfg.browsers` stream clients, yielded once every one has its first snapshot."""
-    per: list[list[int]] = [[] for _ in range(cfg.browsers)]
+    per: list[list[Event]] = [[] for _ in range(cfg.browsers)]
     tasks = [asyncio.create_task(_browser(url, got, poll_s)) for got in per]
     try:
         deadline = time.monotonic() + cfg.first_snapshot_timeout_s
@@ -129,7 +132,7 @@ async def measure_dashboard(infra: Infra, cfg: DashboardConfig) -> dict[str, Any
 
     port = free_port()
     rounds: list[dict[str, Any]] = []
-    sizes: list[int] = []
+    sizes: list[Event] = []
     poll_s: list[float] = []
     async with run_stack(
         infra, policy="fcfs", timing=ZERO_WORK, log_dir=cfg.log_dir, http_port=port
@@ -139,7 +142,7 @@ async def measure_dashboard(infra: Infra, cfg: DashboardConfig) -> dict[str, Any
             async with client.program(f"dashboard-{uuid.uuid4().hex[:8]}") as prog:
                 await _round(prog, cfg.warmup)
                 for index, mode in enumerate(round_order(cfg.rounds)):
-                    got: list[int] = []
+                    got: list[Event] = []
                     if mode == "open":
                         async with _open_dashboard(url, cfg, got, poll_s):
                             lat, cpu = await _round(prog, cfg.calls)
@@ -155,7 +158,7 @@ async def measure_dashboard(infra: Infra, cfg: DashboardConfig) -> dict[str, Any
 
 
 def summarize(
-    rounds: list[dict[str, Any]], sizes: list[int], poll_s: float | None
+    rounds: list[dict[str, Any]], events: list[Event], poll_s: float | None
 ) -> dict[str, Any]:
     """Pooled statistics per setting, the open/closed ratios and their spread across pairs."""
     pooled: dict[str, Any] = {}
@@ -207,13 +210,17 @@ def summarize(
         "open": opened,
         "open_over_closed": ratio,
         "noise": noise,
-        "snapshots": {
-            "count": len(sizes),
-            "bytes_median": statistics.median(sizes) if sizes else None,
-            "bytes_min": min(sizes) if sizes else None,
-            "bytes_max": max(sizes) if sizes else None,
-            "poll_s": poll_s,
-        },
+        "snapshots": {**_sizes([n for k, n in events if k == "snapshot"]), "poll_s": poll_s},
+        "deltas": _sizes([n for k, n in events if k == "delta"]),
+    }
+
+
+def _sizes(sizes: list[int]) -> dict[str, Any]:
+    return {
+        "count": len(sizes),
+        "bytes_median": statistics.median(sizes) if sizes else None,
+        "bytes_min": min(sizes) if sizes else None,
+        "bytes_max": max(sizes) if sizes else None,
     }
 
 
@@ -248,6 +255,7 @@ async def run_dashboard_overhead(
 
 def summary_lines(r: dict[str, Any]) -> list[str]:
     c, o, x, s = r["closed"], r["open"], r["open_over_closed"], r["snapshots"]
+    d = r.get("deltas") or _sizes([])
     n, cfg = r["noise"], r["config"]
     verdict = "within" if n["p50_pairs_straddle_1"] and n["p50_within_closed_range"] else "OUTSIDE"
     return [
@@ -263,8 +271,10 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"{x['frontend_cpu_per_call']:.3f}x",
         f"  closed rounds' own p50 range {n['closed_p50_ms_min']:.2f}-"
         f"{n['closed_p50_ms_max']:.2f} ms: p50 difference {verdict} noise",
-        f"  snapshots: {s['count']}, median {fmt(s['bytes_median'], '.0f')} bytes, max "
-        f"{fmt(s['bytes_max'], '.0f')} bytes, every {fmt(s['poll_s'], 'g')} s",
+        f"  events every {fmt(s['poll_s'], 'g')} s: {s['count']} whole snapshots (median "
+        f"{fmt(s['bytes_median'], '.0f')} bytes, max {fmt(s['bytes_max'], '.0f')}), "
+        f"{d['count']} deltas (median {fmt(d['bytes_median'], '.0f')} bytes, max "
+        f"{fmt(d['bytes_max'], '.0f')})",
         f"load average {r['meta']['load_avg_start']:.2f} -> {r['meta']['load_avg_end']:.2f}",
     ]
 

@@ -5,7 +5,7 @@ Why a process: a browser reads and renders the dashboard in processes of its own
 benchmark's client loop instead, ~350 KB of server-sent events a second per tab were parsed
 between the measured calls, so the calls waited behind the benchmark's own reader and that wait
 was charged to the dashboard. Here the parent reads one short line per event from this
-process's stdout: `hello <poll_s>` and `snapshot <bytes>`.
+process's stdout: `hello <poll_s>`, `snapshot <bytes>` and `delta <bytes>`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ async def read(url: str) -> None:
             if line.startswith("event: "):
                 event = line[7:]
             elif line.startswith("data: "):
-                if event == "snapshot":
-                    print(f"snapshot {len(line) - 6}", flush=True)
+                if event in ("snapshot", "delta"):
+                    print(f"{event} {len(line) - 6}", flush=True)
                 elif event == "hello":
                     print(f"hello {float(json.loads(line[6:])['poll_s'])}", flush=True)
 
