@@ -167,6 +167,8 @@ class EngineService:
         )
         self.runner.on_backend_dead = self._on_backend_dead
         durable = f"engine-{self.engine_id}"
+        if await bus.drop_dead_deliveries(self.js, self.subjects.dispatch_stream, durable):
+            self.log.info("dispatch consumer made again: a previous incarnation left deliveries")
         await bus.ensure_consumer(
             self.js,
             self.subjects.dispatch_stream,

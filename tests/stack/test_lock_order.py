@@ -29,7 +29,9 @@ from autellix.store.running import save_progress
 PROGRAM = "lock-order-prog"
 ENGINE = "lock-order-engine"
 
-Save = Callable[[asyncpg.Connection, str, Sequence[tuple[str, int, list[int]]]], Awaitable[None]]
+Save = Callable[
+    [asyncpg.Connection, str, Sequence[tuple[str, int, list[int], str | None]]], Awaitable[None]
+]
 Scheduler = Callable[[asyncpg.Connection, list[str]], Awaitable[object]]
 
 
@@ -94,7 +96,9 @@ async def race(pool: asyncpg.Pool, save: Save, scheduler: Scheduler) -> None:
         await gate.execute("SELECT 1 FROM calls WHERE id = $1 FOR UPDATE", a)
         sched_task = asyncio.create_task(scheduler(sched, [a, b]))
         await _waiting_for_lock(pool, sched.get_server_pid())
-        save_task = asyncio.create_task(save(eng, ENGINE, [(b, att_b, [1, 2]), (a, att_a, [3])]))
+        save_task = asyncio.create_task(
+            save(eng, ENGINE, [(b, att_b, [1, 2], None), (a, att_a, [3], None)])
+        )
         await _waiting_for_lock(pool, eng.get_server_pid())
         await gate_tx.rollback()
         results = await asyncio.wait_for(

@@ -27,6 +27,19 @@ import typer
 from autellix.cli.common import NamespaceOpt, NatsUrlOpt
 
 
+def require_fuzz_dependencies() -> None:
+    """Refuse at once, not after the faults and the soak, when the fuzz cannot run: it draws
+    its cases with Hypothesis, which the test extra brings, not a plain install."""
+    import importlib.util
+
+    if importlib.util.find_spec("hypothesis") is None:
+        raise typer.BadParameter(
+            "the fuzz draws its cases with Hypothesis, which is not installed: "
+            "pip install 'autellix[test]', or pass --fuzz-cases 0",
+            param_hint="--fuzz-cases",
+        )
+
+
 async def _any_engine(nc: Any, subjects: Any, wait_s: float) -> str | None:
     """The id of the first engine heard heartbeating within `wait_s` (None: none heard)."""
     from autellix.wire.protocol import heartbeats_in
@@ -133,6 +146,8 @@ def chaos(
     """Kill each part of a stack of its own under load and fuzz it (or, with --nats-url, fuzz
     that stack); write DIR/chaos.json, chaos.md, chaos.png (exit 1 on a lost or duplicated call
     or a fuzz finding)."""
+    if fuzz_cases > 0:
+        require_fuzz_dependencies()
     if not nats_url:
         _own_stack(
             out,

@@ -211,6 +211,29 @@ async def ensure_consumer(
             raise
 
 
+async def drop_dead_deliveries(js: JetStreamContext, stream: str, durable: str) -> bool:
+    """Delete a restarted process's durable consumer when a dead predecessor still has messages
+    out on it (delivered, never acked) or pull requests waiting; True when it did.
+
+    Why: messages the dead process had received but not acked come back only after `ack_wait`
+    (30 s), and so do messages delivered into its last pull request, which the server may still
+    hold after the death (seen under `autellix chaos`: 3 unacked deliveries and 1 waiting
+    request when a SIGKILLed engine was back 1 s later). For an engine that was a Dispatch
+    published in the second after its restart, answered 30 s late. In a work-queue
+    stream a message lives until acked, whatever its consumer, so the consumer made again with
+    the same config hands every one of them to the new process at once (an engine refuses
+    those it no longer owns). Only for a consumer one process owns (an engine's own queue)."""
+    try:
+        info = await js.consumer_info(stream, durable)
+    except NotFoundError:
+        return False
+    if not (info.num_ack_pending or info.num_waiting):
+        return False
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(stream, durable)
+    return True
+
+
 async def publish_js(
     js: JetStreamContext,
     subject: str,
