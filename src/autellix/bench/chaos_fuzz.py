@@ -292,14 +292,18 @@ async def fuzz(
     timeout_s: float = 20.0,
     on_progress: Callable[[FuzzReport], Awaitable[None] | None] | None = None,
 ) -> FuzzReport:
-    """Send about `cases` fuzz cases, spread evenly over `targets`, and report (module doc)."""
+    """Send about `cases` fuzz cases, spread evenly over `targets` (the remainder one more each
+    to the first ones, so a small fuzz is not cut short by the number of subjects), and report
+    (module doc)."""
     rng_seed = random.randrange(2**32) if rng_seed is None else rng_seed
     tgts = targets(subjects, engine_id)
-    per = max(1, cases // len(tgts))
+    per, extra = divmod(cases, len(tgts))
     work = [
         (t, payload, hdrs)
         for i, t in enumerate(tgts)
-        for payload, hdrs in await asyncio.to_thread(draw_cases, t, per, rng_seed + i)
+        for payload, hdrs in await asyncio.to_thread(
+            draw_cases, t, max(1, per + (i < extra)), rng_seed + i
+        )
     ]
     random.Random(rng_seed).shuffle(work)
     report = FuzzReport()
