@@ -15,14 +15,11 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from pydantic import TypeAdapter
-
 from autellix.backends.textout import OutputText
 from autellix.policy import ServiceUnits
-from autellix.wire.protocol import Dispatch, TokenLogprob
+from autellix.wire.protocol import TOKEN_LOGPROBS, Dispatch, TokenLogprob
 
 _seq = itertools.count()
-LOGPROBS_JSON: TypeAdapter[list[TokenLogprob]] = TypeAdapter(list[TokenLogprob])
 
 # Backend priorities are `level * _LEVEL_SPAN + tiebreak in ms`: tiebreaks (epoch seconds or
 # service units) stay below 10**12 ms for centuries, levels below ~9,000 fit in an int64.
@@ -107,7 +104,7 @@ class EngineCall:
             return None
         if len(self.logprobs) < upto:
             return None
-        return LOGPROBS_JSON.dump_json(self.logprobs[:upto]).decode()
+        return TOKEN_LOGPROBS.dump_json(self.logprobs[:upto]).decode()
 
     def progress(self) -> tuple[str, int, list[int], str | None]:
         """What a progress save writes for it: (call_id, attempt, tokens streamed, their

@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from autellix.runtime.engine_ids import identity_ids
 from autellix.runtime.service import run_service
 from autellix.runtime.settings import Settings
-from autellix.services.engine.service import EngineOptions, EngineService, SharedIO
+from autellix.services.engine.service import EngineOptions, EngineService, SharedIO, beat_of
 from autellix.store.db import create_pool, db_unavailable, synchronous_commit_for
-from autellix.store.engines import Beat, engine_heartbeats
+from autellix.store.engines import engine_heartbeats
 from autellix.transport import bus
 from autellix.wire.protocol import EngineHeartbeats, Subjects, encode
 
@@ -93,14 +94,16 @@ class EngineHost:
         await self._each(lambda s: s.start())
         self._tick_tasks = [
             asyncio.create_task(
-                self._tick_loop(self.opts.progress_interval_s, "progress_tick"),
+                self._tick_loop(self.opts.progress_interval_s, EngineService.progress_tick),
                 name="host-progress",
             )
         ]
         if self.opts.report_interval_s > 0:
             self._tick_tasks.append(
                 asyncio.create_task(
-                    self._tick_loop(self.opts.report_interval_s, "report_tick", busy_only=True),
+                    self._tick_loop(
+                        self.opts.report_interval_s, EngineService.report_tick, busy_only=True
+                    ),
                     name="host-reports",
                 )
             )
@@ -138,7 +141,7 @@ class EngineHost:
                 svc.check_backend()
                 hb = svc.heartbeat()
                 batch.append(hb)
-                beats.append(Beat(hb.engine_id, hb.running, hb.waiting, hb.kv_cache_usage))
+                beats.append(beat_of(hb))
             await self.nc.publish(self.subjects.heartbeat, encode(EngineHeartbeats(beats=batch)))
             await asyncio.sleep(spread_s / chunks)
         try:
@@ -152,7 +155,13 @@ class EngineHost:
                     if svc.runner is not None:
                         svc.runner.db_outage = True
 
-    async def _tick_loop(self, interval: float, tick: str, *, busy_only: bool = False) -> None:
+    async def _tick_loop(
+        self,
+        interval: float,
+        tick: Callable[[EngineService], Awaitable[None]],
+        *,
+        busy_only: bool = False,
+    ) -> None:
         """Every `interval`, `tick` (`progress_tick`, `report_tick`) of each identity, giving
         the event loop back every `BEAT_CHUNK` of them; with `busy_only`, only identities with
         running calls (a report of an idle identity is empty)."""
@@ -163,9 +172,11 @@ class EngineHost:
                 if svc.runner is None or (busy_only and not svc.runner.running):
                     continue
                 try:
-                    await getattr(svc, tick)()
+                    await tick(svc)
                 except Exception as exc:
-                    self.log.warning(f"{tick} failed", engine_id=svc.engine_id, error=repr(exc))
+                    self.log.warning(
+                        f"{tick.__name__} failed", engine_id=svc.engine_id, error=repr(exc)
+                    )
                 done += 1
                 if done % BEAT_CHUNK == 0:
                     await asyncio.sleep(0)

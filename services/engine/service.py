@@ -311,7 +311,7 @@ class EngineService:
         """This engine's heartbeat on NATS; returns the figures its `engines` row keeps."""
         hb = self.heartbeat()
         await self.nc.publish(self.subjects.heartbeat, encode(hb))
-        return Beat(self.engine_id, hb.running, hb.waiting, hb.kv_cache_usage)
+        return beat_of(hb)
 
     async def _heartbeat_once(self) -> None:
         beat = await self.publish_heartbeat()
@@ -460,6 +460,11 @@ class EngineService:
         )
         if self.backend_failure is not None:
             raise RuntimeError(f"engine backend died: {self.backend_failure}")
+
+
+def beat_of(hb: EngineHeartbeat) -> Beat:
+    """The figures of a heartbeat its `engines` row keeps."""
+    return Beat(hb.engine_id, hb.running, hb.waiting, hb.kv_cache_usage)
 
 
 async def build(settings: Settings, log: Any, options: EngineOptions) -> EngineService:

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.js import JetStreamContext
-from pydantic import TypeAdapter
 
 from autellix.runtime.service import CrashPoint
 from autellix.services.frontend.admission import Admission
@@ -64,6 +63,7 @@ from autellix.transport.direct import DirectGate
 from autellix.transport.publisher import AsyncPublisher, Outgoing
 from autellix.wire.protocol import (
     MAX_MESSAGE_BYTES,
+    TOKEN_LOGPROBS,
     CallAccepted,
     CallError,
     CallFinal,
@@ -230,16 +230,13 @@ async def _schedule(
     return True
 
 
-_LOGPROBS: TypeAdapter[list[TokenLogprob]] = TypeAdapter(list[TokenLogprob])
-
-
 def stored_logprobs(record: dict[str, Any], start: int = 0) -> list[TokenLogprob] | None:
     """The row's logprobs of its stored tokens from `start` on (None: the call did not ask,
     or they are not known for every token: never a list with a hole)."""
     raw = record.get("output_logprobs")
     if raw is None:
         return None
-    entries = _LOGPROBS.validate_python(raw)
+    entries = TOKEN_LOGPROBS.validate_python(raw)
     if len(entries) != len(record.get("output_token_ids") or []):
         return None
     return entries[start:]

@@ -91,8 +91,8 @@ def test_a_resumed_dispatch_carries_the_saved_logprobs_and_the_engine_keeps_them
     engine wrote them) into the Dispatch, the next engine starts from them, and its answer and
     its own progress saves hold one entry per token. Saved logprobs that do not cover every
     resumed token are not used (a list with a hole would misalign the answer)."""
-    from autellix.services.engine.call import LOGPROBS_JSON, EngineCall
-    from autellix.wire.protocol import TokenLogprob, TopLogprob
+    from autellix.services.engine.call import EngineCall
+    from autellix.wire.protocol import TOKEN_LOGPROBS, TokenLogprob, TopLogprob
 
     def entry(tid: int) -> TokenLogprob:
         top = TopLogprob(token_id=tid, token=f"t{tid}", logprob=-0.5, bytes=list(b"t"))
@@ -103,7 +103,7 @@ def test_a_resumed_dispatch_carries_the_saved_logprobs_and_the_engine_keeps_them
         prompt_token_ids=[1, 2, 3],
         sampling=SamplingParams(max_tokens=9, logprobs=1),
     )
-    saved = LOGPROBS_JSON.dump_json([entry(5), entry(6)]).decode()
+    saved = TOKEN_LOGPROBS.dump_json([entry(5), entry(6)]).decode()
     call = _row(
         request_json=req.model_dump_json(exclude_none=True),
         output_token_ids=[5, 6],
@@ -121,7 +121,7 @@ def test_a_resumed_dispatch_carries_the_saved_logprobs_and_the_engine_keeps_them
     assert ec.logprobs_of(2, 3) == [entry(7)]  # a delta carries only its own tokens' entries
     cid, att, toks, lps = ec.progress()
     assert (cid, att, toks) == (call.id, ec.attempts, [5, 6, 7])
-    assert LOGPROBS_JSON.validate_json(lps or "") == [entry(5), entry(6), entry(7)]
+    assert TOKEN_LOGPROBS.validate_json(lps or "") == [entry(5), entry(6), entry(7)]
     # a first attempt (no resume) carries none; a call that did not ask never has any
     fresh = dispatch_payload(
         replace(call, output_token_ids=None),

@@ -24,13 +24,13 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
-from pydantic import TypeAdapter
 from svc_stack import Stack, WireCall, WireRecorder, db_fetch
 
 from autellix.client import CallFailed, Client
 from autellix.policy.registry import MIN_RUN_TOKENS
 from autellix.runtime.settings import Settings
 from autellix.wire.protocol import (
+    TOKEN_LOGPROBS,
     CallError,
     CallFinal,
     CallRequest,
@@ -43,8 +43,6 @@ from autellix.wire.protocol import (
     TokenLogprob,
     encode,
 )
-
-LOGPROBS: TypeAdapter[list[TokenLogprob]] = TypeAdapter(list[TokenLogprob])
 
 pytestmark = pytest.mark.vllm
 
@@ -569,7 +567,7 @@ async def test_engine_core_killed_mid_call_calls_complete_elsewhere(
         if not rows:  # not accepted yet
             return [], None
         row = rows[0]
-        lps = None if row["lps"] is None else LOGPROBS.validate_json(row["lps"])
+        lps = None if row["lps"] is None else TOKEN_LOGPROBS.validate_json(row["lps"])
         return list(row["output_token_ids"] or []), lps
 
     deadline = time.monotonic() + 60

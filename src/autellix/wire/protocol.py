@@ -56,6 +56,7 @@ from autellix.wire.internal import (
 )
 from autellix.wire.replies import (
     CALL_REPLY,
+    TOKEN_LOGPROBS,
     CallAccepted,
     CallCancelReply,
     CallError,
@@ -105,6 +106,7 @@ __all__ = [
     "MAX_TOKEN_ID",
     "NEVER_PREEMPT",
     "PROTOCOL_VERSION",
+    "TOKEN_LOGPROBS",
     "CallAccepted",
     "CallCancel",
     "CallCancelReply",

@@ -194,3 +194,5 @@ CallReply = Annotated[
     CallAccepted | TokenDelta | CallFinal | CallError | ProgramReply, Field(discriminator="type")
 ]
 CALL_REPLY = TypeAdapter(CallReply)
+#: a list of `TokenLogprob`s as compact JSON (what engines save in `calls.output_logprobs`)
+TOKEN_LOGPROBS: TypeAdapter[list[TokenLogprob]] = TypeAdapter(list[TokenLogprob])
